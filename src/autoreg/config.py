@@ -1,0 +1,79 @@
+"""Config validation: every bad value fails here, before any data is read, with one line that
+names the key, the value and what is allowed."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message is one line for the user."""
+
+
+def _get(cfg: DictConfig, key: str):
+    return OmegaConf.select(cfg, key, throw_on_missing=False)
+
+
+def check_choice(cfg: DictConfig, key: str, allowed) -> None:
+    value = _get(cfg, key)
+    if value not in allowed:
+        raise ConfigError(f"{key}={value} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+
+
+def check_int(cfg: DictConfig, key: str, minimum: int = 1, odd: bool = False) -> None:
+    value = _get(cfg, key)
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    if ok and odd and value % 2 == 0:
+        ok = False
+    if not ok:
+        what = f"an odd integer >= {minimum} (e.g. 3, 5, 7)" if odd else f"an integer >= {minimum}"
+        raise ConfigError(f"{key}={value} is invalid: it must be {what}")
+
+
+def check_positive(cfg: DictConfig, key: str) -> None:
+    value = _get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{key}={value} is invalid: it must be a number > 0")
+
+
+def _check_pixelcnn(cfg: DictConfig) -> None:
+    for key in ("model.depth", "model.head_layers", "model.dilation"):
+        check_int(cfg, key)
+    check_int(cfg, "model.kernel", odd=True)
+    check_int(cfg, "model.first_kernel", odd=True)
+    check_int(cfg, "model.channels", minimum=2 if cfg.model.residual else 1)
+    if cfg.model.residual and cfg.model.channels % 2:
+        raise ConfigError(
+            f"model.channels={cfg.model.channels} is invalid with model.residual=true: "
+            "it must be even (2h features, halved inside each residual block)"
+        )
+
+
+# Per-model checks, keyed by `model.name`; each model family adds its own.
+MODEL_CHECKS: dict[str, Callable[[DictConfig], None]] = {"pixelcnn": _check_pixelcnn}
+# Data bits per sub-pixel each model family can model (its likelihood heads).
+MODEL_BITS: dict[str, tuple[int, ...]] = {"pixelcnn": (1, 8)}
+
+DATASETS = ("mnist", "cifar10")
+SOURCES = ("auto", "download", "bundled")
+BINARIZE = ("static", "dynamic")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first value that cannot work."""
+    check_choice(cfg, "model.name", sorted(MODEL_CHECKS))
+    MODEL_CHECKS[cfg.model.name](cfg)
+    check_choice(cfg, "data.dataset", DATASETS)
+    check_choice(cfg, "data.source", SOURCES)
+    check_choice(cfg, "data.bits", (1, 8))
+    if cfg.data.bits == 1:
+        check_choice(cfg, "data.binarize", BINARIZE)
+    if cfg.data.bits not in MODEL_BITS[cfg.model.name]:
+        raise ConfigError(
+            f"model={cfg.model.name} cannot model {cfg.data.bits}-bit data (data={cfg.data.name}); "
+            f"it supports {', '.join(f'{b}-bit' for b in MODEL_BITS[cfg.model.name])} data"
+        )
+    check_int(cfg, "data.batch_size")
+    check_positive(cfg, "data.val_size")
+    check_positive(cfg, "optim.lr")

@@ -1,0 +1,91 @@
+"""Masked convolutions (van den Oord et al. 2016, "Pixel Recurrent Neural Networks", sec. 3.4).
+
+A masked convolution sees only pixels that come before the current one in raster order, and,
+at the current pixel, only the colour channels that come before (mask A) or up to and including
+(mask B) the current channel, in the order R -> G -> B. Mask A is used by the first layer (which
+must not see the pixel it predicts); mask B by every later layer.
+
+Spatial mask for k = 5 (1 = tap kept, C = centre):
+
+    1 1 1 1 1
+    1 1 1 1 1
+    1 1 C 0 0      centre: channel mask (A: earlier channels only; B: earlier and same)
+    0 0 0 0 0
+    0 0 0 0 0
+
+Channels are split into `data_channels` contiguous groups; group g of the outputs may read groups
+< g (mask A) or <= g (mask B) of the inputs at the centre tap. With one data channel (MNIST) the
+centre tap is simply dropped (A) or kept (B).
+
+NOTE: the mask is applied to the weight inside the convolution call (`weight * mask`), never by
+rewriting `weight.data` in place, so autograd and the optimizer see the masked parameterisation.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def channel_groups(num_channels: int, data_channels: int) -> torch.Tensor:
+    """Group index (0..data_channels-1) of each of `num_channels` feature channels, contiguous."""
+    return torch.arange(num_channels) * data_channels // num_channels
+
+
+def causal_mask(
+    out_channels: int,
+    in_channels: int,
+    kernel_size: tuple[int, int],
+    mask_type: str,
+    data_channels: int = 1,
+) -> torch.Tensor:
+    """The (out, in, kh, kw) 0/1 mask of a raster-order, channel-ordered causal convolution.
+
+    The kernel's centre is (kh // 2, kw // 2); rows below it and taps right of it are masked.
+    """
+    if mask_type not in ("A", "B"):
+        raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+    kh, kw = kernel_size
+    ch, cw = kh // 2, kw // 2
+    mask = torch.ones(out_channels, in_channels, kh, kw)
+    mask[:, :, ch, cw:] = 0
+    mask[:, :, ch + 1 :] = 0
+    out_group = channel_groups(out_channels, data_channels)[:, None]
+    in_group = channel_groups(in_channels, data_channels)[None, :]
+    allowed = in_group < out_group if mask_type == "A" else in_group <= out_group
+    mask[:, :, ch, cw] = allowed.float()
+    return mask
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A 'same'-padded convolution whose weight is multiplied by a causal mask in each call."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        mask_type: str,
+        data_channels: int = 1,
+        dilation: int = 1,
+        bias: bool = True,
+    ):
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        super().__init__(
+            in_channels,
+            out_channels,
+            (kh, kw),
+            padding=(dilation * (kh // 2), dilation * (kw // 2)),
+            dilation=dilation,
+            bias=bias,
+        )
+        self.mask_type = mask_type
+        self.register_buffer(
+            "mask", causal_mask(out_channels, in_channels, (kh, kw), mask_type, data_channels), persistent=False
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, self.stride, self.padding, self.dilation)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", mask_type={self.mask_type}"
