@@ -6,8 +6,10 @@ from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from autoreg.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config value that cannot work; the message is one line for the user."""
 
 

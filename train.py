@@ -1,0 +1,13 @@
+"""Train an autoregressive image model: `python train.py [overrides]`, `python train.py -m ...`."""
+import hydra
+
+from autoreg.cli import train_main
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg):
+    return train_main(cfg)
+
+
+if __name__ == "__main__":
+    main()
