@@ -2,6 +2,7 @@
 names the key, the value and what is allowed."""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -68,6 +69,11 @@ def validate(cfg: DictConfig) -> None:
     MODEL_CHECKS[cfg.model.name](cfg)
     check_choice(cfg, "data.dataset", DATASETS)
     check_choice(cfg, "data.source", SOURCES)
+    if cfg.data.source == "bundled" and cfg.data.dataset != "mnist":
+        raise ConfigError(
+            f"data.source=bundled is only available for MNIST (data=mnist or mnist256), not data={cfg.data.name}; "
+            "use data.source=auto or data.source=download"
+        )
     check_choice(cfg, "data.bits", (1, 8))
     if cfg.data.bits == 1:
         check_choice(cfg, "data.binarize", BINARIZE)
@@ -79,3 +85,15 @@ def validate(cfg: DictConfig) -> None:
     check_int(cfg, "data.batch_size")
     check_positive(cfg, "data.val_size")
     check_positive(cfg, "optim.lr")
+
+
+def job_dirname(overrides: str, max_len: int = 120) -> str:
+    """A sweep job's directory (and TensorBoard run) name from its overrides, kept under the
+    file-name limit: a long one is cut and made unique with a hash of the whole."""
+    if len(overrides) <= max_len:
+        return overrides
+    digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
+    return f"{overrides[: max_len - 10]}.._{digest}"
+
+
+OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)

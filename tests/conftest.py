@@ -1,0 +1,108 @@
+"""Shared fixtures: configs composed exactly as train.py composes them, sized to run in seconds."""
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = [
+    "model.channels=8",
+    "model.depth=1",
+    "data.source=bundled",
+    "data.batch_size=32",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_model_summary=false",
+    "callbacks.samples.num=4",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+def compose_train(overrides: list[str] = (), output_dir: Path | None = None) -> DictConfig:
+    """The train config with `overrides`; `paths.output_dir` set (no Hydra run dir in tests)."""
+    extra = [f"paths.output_dir={output_dir}"] if output_dir else ["paths.output_dir=unused"]
+    with initialize(version_base="1.3", config_path="../conf"):
+        return compose(config_name="train", overrides=list(overrides) + extra)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    def make(*overrides: str) -> DictConfig:
+        return compose_train(TINY + list(overrides), tmp_path)
+
+    return make
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    """Write `array` (uint8) in the IDX format of the MNIST files (magic 0x0000 08 <ndim>)."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def write_tiny_mnist(root: Path, n_train: int = 40, n_test: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
+    """Tiny MNIST in torchvision's on-disk layout (<root>/MNIST/raw/*-ubyte)."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
+    for name, array in arrays.items():
+        write_idx(root / "MNIST" / "raw" / name, array)
+    return arrays
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Make every torchvision download fail fast, as on a machine without internet."""
+    import torchvision
+
+    for cls in (torchvision.datasets.MNIST, torchvision.datasets.CIFAR10):
+        if hasattr(cls, "mirrors"):
+            monkeypatch.setattr(cls, "mirrors", ["http://127.0.0.1:9/"])
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", "http://127.0.0.1:9/cifar.tar.gz")
+
+
+def read_events(run_dir: Path) -> dict:
+    """Scalars (tag -> [values]), image tags, hparams and HParams metric names of one TB run."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out = {"scalars": {}, "images": set(), "hparams": {}, "metrics": []}
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                plugin = value.metadata.plugin_data.plugin_name
+                if plugin == "hparams":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    if data.HasField("session_start_info"):
+                        for key, v in data.session_start_info.hparams.items():
+                            out["hparams"][key] = v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                    if data.HasField("experiment"):
+                        out["metrics"] = [m.name.tag for m in data.experiment.metric_infos]
+                elif plugin == "images" or value.HasField("image"):
+                    out["images"].add(value.tag)
+                elif value.HasField("simple_value") or plugin == "scalars":
+                    from tensorboard.util import tensor_util
+
+                    v = value.simple_value if value.HasField("simple_value") else float(tensor_util.make_ndarray(value.tensor))
+                    out["scalars"].setdefault(value.tag, []).append(v)
+    return out

@@ -1,0 +1,74 @@
+"""Data: the real torchvision path on tiny IDX files, the offline fallback, the strict download."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from autoreg.data import ImageDataModule
+from autoreg.data.sources import load_splits
+from autoreg.errors import DataError
+
+from conftest import write_tiny_mnist
+
+
+def test_idx_files_load_through_torchvision(tmp_path):
+    arrays = write_tiny_mnist(tmp_path)
+    splits = load_splits("mnist", str(tmp_path), "auto")
+    assert splits.source == "local"
+    assert splits.train_images.shape == (40, 1, 28, 28) and splits.train_images.dtype == torch.uint8
+    assert np.array_equal(splits.train_images[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
+    assert np.array_equal(splits.test_labels.numpy(), arrays["t10k-labels-idx1-ubyte"])
+
+
+def test_datamodule_splits_and_batches(tmp_path):
+    write_tiny_mnist(tmp_path)
+    dm = ImageDataModule(root=str(tmp_path), val_size=8, batch_size=16, bits=8)
+    dm.setup("fit")
+    assert [len(dm.splits[s]) for s in ("train", "val", "test")] == [32, 8, 10]
+    x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert x.shape == (16, 1, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    again = ImageDataModule(root=str(tmp_path), val_size=8, bits=8)
+    again.setup("fit")
+    assert torch.equal(dm.splits["val"].images, again.splits["val"].images)  # fixed split
+
+
+def test_static_binarization_is_fixed_and_binary(tmp_path):
+    write_tiny_mnist(tmp_path)
+    runs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)  # the global seed must not change the static binarization
+        dm = ImageDataModule(root=str(tmp_path), val_size=0.25, binarize="static")
+        dm.setup("fit")
+        runs.append(dm.splits["train"].images)
+    assert torch.equal(runs[0], runs[1]) and set(runs[0].unique().tolist()) <= {0, 1}
+
+
+def test_offline_auto_falls_back_to_bundled_with_warning(tmp_path, offline, caplog):
+    with caplog.at_level(logging.WARNING):
+        splits = load_splits("mnist", str(tmp_path / "empty"), "auto")
+    assert splits.source == "bundled" and len(splits.train_images) + len(splits.test_images) == 5000
+    assert any("BUNDLED OFFLINE SUBSET" in r.message and "data.source=download" in r.message for r in caplog.records)
+
+
+def test_offline_download_fails_clearly(tmp_path, offline):
+    with pytest.raises(DataError) as err:
+        load_splits("mnist", str(tmp_path / "empty"), "download")
+    message = str(err.value)
+    assert "data.source=download" in message and "data.source=bundled" in message and "\n" not in message
+
+
+def test_bundled_digits_are_real(tmp_path):
+    splits = load_splits("mnist", str(tmp_path), "bundled")
+    images = splits.train_images.float() / 255
+    # real digits: mostly black background, a bright stroke in the centre, all ten classes
+    assert images.mean() < 0.2 and images[:, :, 10:18, 10:18].mean() > 2 * images.mean()
+    assert splits.train_labels.unique().tolist() == list(range(10))
+
+
+def test_too_large_val_size_is_an_error(tmp_path):
+    write_tiny_mnist(tmp_path)
+    with pytest.raises(DataError, match="data.val_size=40"):
+        ImageDataModule(root=str(tmp_path), val_size=40).setup("fit")

@@ -1,0 +1,74 @@
+"""Bad values fail before any data is read, with one line naming the key, value and allowed values."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from autoreg.config import ConfigError, validate
+
+from conftest import ROOT, compose_train
+
+BAD = [
+    ("model.kernel=4", "model.kernel=4"),
+    ("model.kernel=0", "model.kernel=0"),
+    ("model.kernel=-3", "model.kernel=-3"),
+    ("model.first_kernel=6", "model.first_kernel=6"),
+    ("model.depth=0", "model.depth=0"),
+    ("model.channels=0", "model.channels=0"),
+    ("model.channels=7", "model.channels=7"),
+    ("data.source=ftp", "data.source=ftp"),
+    ("data.binarize=otsu", "data.binarize=otsu"),
+    ("data.batch_size=0", "data.batch_size=0"),
+    ("optim.lr=-1", "optim.lr=-1"),
+]
+
+
+@pytest.mark.parametrize("override,named", BAD)
+def test_bad_value_names_key_and_value(override, named):
+    cfg = compose_train([override])
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    message = str(err.value)
+    assert named in message and "\n" not in message
+
+
+def test_plain_stack_accepts_odd_channels():
+    validate(compose_train(["model.residual=false", "model.channels=7"]))
+
+
+def test_cifar_has_no_bundled_fallback_named():
+    cfg = compose_train(["data=cifar10", "data.source=bundled"])
+    with pytest.raises(ConfigError, match="data.source=bundled"):
+        validate(cfg)
+
+
+def run_train(*overrides: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={cwd}/run"],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_cli_bad_value_is_one_line_before_data(tmp_path):
+    proc = run_train("model.kernel=4", "data.root=" + str(tmp_path / "nodata"), cwd=tmp_path)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: model.kernel=4 is invalid: it must be an odd integer >= 1 (e.g. 3, 5, 7)"]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "nodata").exists()  # no data was read or downloaded
+
+
+def test_cli_unknown_model_lists_choices(tmp_path):
+    proc = run_train("model=transformer", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "Could not find 'model/transformer'" in proc.stderr and "pixelcnn" in proc.stderr
+
+
+def test_long_sweep_job_names_are_cut_and_unique():
+    from autoreg.config import job_dirname
+
+    a, b = "x" * 300 + "model.kernel=3", "x" * 300 + "model.kernel=5"
+    assert job_dirname("model.kernel=3") == "model.kernel=3"
+    assert len(job_dirname(a)) <= 120 and job_dirname(a) != job_dirname(b)
