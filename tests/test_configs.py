@@ -40,7 +40,7 @@ def test_model_configs(name):
 def test_data_configs(name):
     cfg = compose_train([f"data={name}"])
     validate(cfg)
-    dm = build_datamodule(cfg)  # constructing reads nothing
+    dm = build_datamodule(cfg.data)  # constructing reads nothing
     assert dm.image_shape == IMAGE_SHAPES[cfg.data.dataset] and not dm.splits
 
 

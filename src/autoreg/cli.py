@@ -7,17 +7,20 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from autoreg.config import validate
+from autoreg.config import ConfigError, check_choice, check_int, check_positive, validate
 from autoreg.data import IMAGE_SHAPES, ImageDataModule
 from autoreg.errors import UserError
 from autoreg.module import AutoregressiveModule
+from autoreg.sampling import METHODS
 
 log = logging.getLogger("autoreg")
 
@@ -47,8 +50,9 @@ def log_hparams(logger, params: dict[str, Any]) -> None:
         writer.add_summary(summary)
 
 
-def build_datamodule(cfg: DictConfig) -> ImageDataModule:
-    kwargs = OmegaConf.to_container(cfg.data, resolve=True)
+def build_datamodule(data_cfg) -> ImageDataModule:
+    """The datamodule of a `data` config (DictConfig or the plain dict a checkpoint keeps)."""
+    kwargs = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
     kwargs.pop("name")
     return ImageDataModule(**kwargs)
 
@@ -62,8 +66,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         image_shape=IMAGE_SHAPES[cfg.data.dataset],
         bits=cfg.data.bits,
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        data=OmegaConf.to_container(cfg.data, resolve=True),
     )
-    datamodule = build_datamodule(cfg)
+    datamodule = build_datamodule(cfg.data)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
@@ -87,6 +92,59 @@ def count_parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def sample(cfg: DictConfig) -> Path:
+    """Draw `cfg.num` samples (or complete `cfg.num` test images) from `cfg.ckpt`; write a PNG grid."""
+    from torchvision.utils import make_grid, save_image
+
+    from autoreg.sampling import sample as draw
+
+    check_int(cfg, "num")
+    check_int(cfg, "completions")
+    check_positive(cfg, "temperature")
+    check_choice(cfg, "sampling.method", METHODS)
+    check_choice(cfg, "device", ("auto", "cpu", "cuda"))
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is available; use device=auto or device=cpu")
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    module = AutoregressiveModule.from_checkpoint(cfg.ckpt, map_location=device)
+    net = module.net.to(device)
+    if cfg.label is not None and not getattr(net, "num_classes", None):
+        raise ConfigError(f"label={cfg.label} needs a class-conditional model; this checkpoint's model is unconditional")
+    kwargs = dict(method=cfg.sampling.method, temperature=cfg.temperature, seed=cfg.seed,
+                  batch_size=cfg.batch_size, progress=cfg.progress, y=cfg.label)
+    ckpt = Path(cfg.ckpt)
+    if cfg.complete:
+        images = completion_grid(module, cfg.num, cfg.completions, draw, kwargs, device)
+        nrow, kind = 2 + cfg.completions, "completions"
+    else:
+        images = draw(net, cfg.num, **kwargs).cpu()
+        nrow, kind = int(math.ceil(math.sqrt(cfg.num))), "samples"
+    out = Path(cfg.out) if cfg.out else ckpt.with_name(f"{ckpt.stem}_{kind}.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(images, nrow=nrow, pad_value=0.5), out)
+    log.info("wrote %d %s to %s", cfg.num, kind, out)
+    return out
+
+
+def completion_grid(module: AutoregressiveModule, num: int, completions: int, draw, kwargs, device) -> torch.Tensor:
+    """Rows of [original, bottom half hidden, completions...] for the first `num` test images
+    (the PixelRNN paper's fig. 1 layout); the dataset is the checkpoint's own data config."""
+    datamodule = build_datamodule(module.hparams.data)
+    datamodule.setup("test")
+    test = datamodule.splits["test"]
+    index = torch.arange(min(num, len(test)))
+    x, _ = datamodule.on_after_batch_transfer(test[index], 0)
+    h = x.shape[2]
+    known_mask = torch.zeros_like(x, dtype=torch.bool)
+    known_mask[:, :, : h // 2] = True
+    kwargs = {**kwargs, "seed": kwargs["seed"]}
+    filled = draw(module.net, known=x.repeat_interleave(completions, 0).to(device),
+                  known_mask=known_mask.repeat_interleave(completions, 0).to(device), **kwargs).cpu()
+    hidden = torch.where(known_mask, x, torch.full_like(x, 0.5))
+    rows = [torch.cat([x[i : i + 1], hidden[i : i + 1], filled[i * completions : (i + 1) * completions]]) for i in range(len(x))]
+    return torch.cat(rows)
+
+
 def run(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run `task`; a UserError becomes one line on stderr and exit status 1 (the full traceback
     with HYDRA_FULL_ERROR=1)."""
@@ -95,9 +153,13 @@ def run(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except UserError as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+def sample_main(cfg: DictConfig) -> None:
+    """sample.py's task."""
+    run(sample, cfg)
 
 
 def train_main(cfg: DictConfig) -> float:

@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A dataset that cannot be read or obtained."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, truncated, foreign or unsafe to load."""

@@ -14,6 +14,7 @@ import torch
 from torchvision.utils import make_grid
 
 from autoreg.distributions import bits_per_dim, distribution_for
+from autoreg.errors import CheckpointError
 from autoreg.models import build_model
 
 
@@ -30,17 +31,50 @@ class AutoregressiveModule(pl.LightningModule):
         image_shape: tuple[int, int, int],
         bits: int,
         optim: dict[str, Any],
+        data: dict[str, Any] | None = None,
     ):
+        """`data` is the data config, kept in the checkpoint so sample.py can find test images."""
         super().__init__()
         self.save_hyperparameters()
         self.image_shape = tuple(image_shape)
         self.num_dims = math.prod(self.image_shape)
         self.distribution = distribution_for(bits)
         self.net = build_model(model, self.image_shape, self.distribution)
-        self._forward = torch.compile(self.net) if model.get("compile") else self.net
+        if model.get("compile"):
+            self.net.compile()  # in place: parameter names and checkpoints stay those of the plain net
+
+    @classmethod
+    def from_checkpoint(cls, path: str, map_location="cpu") -> "AutoregressiveModule":
+        """Rebuild the module from a checkpoint's hparams and weights, loading with
+        `weights_only=True`: a file carrying pickled code is refused, never run."""
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        except FileNotFoundError:
+            raise CheckpointError(f"ckpt={path} does not exist; pass the path of a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)") from None
+        except IsADirectoryError:
+            raise CheckpointError(f"ckpt={path} is a directory; pass a .ckpt file inside it (e.g. checkpoints/last.ckpt)") from None
+        except Exception as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if "weights_only" in str(err) or "Unsupported global" in str(err):
+                reason = "it holds pickled objects that could run code, refused under weights_only=True"
+            raise CheckpointError(f"ckpt={path} cannot be loaded: {reason}") from None
+        if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+            raise CheckpointError(f"ckpt={path} is not an autoreg training checkpoint (no state_dict/hyper_parameters)")
+        try:
+            module = cls(**ckpt["hyper_parameters"])
+            keys = module.load_state_dict(ckpt["state_dict"], strict=False)
+        except (TypeError, KeyError, ValueError, RuntimeError) as err:
+            lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+            raise CheckpointError(f"ckpt={path} does not fit the model its hparams describe: {lines[-1] if lines else err!r}") from None
+        if keys.missing_keys or keys.unexpected_keys:
+            raise CheckpointError(
+                f"ckpt={path} does not fit the model its hparams describe: missing weights {keys.missing_keys[:3]}, "
+                f"unexpected weights {keys.unexpected_keys[:3]}"
+            )
+        return module
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self._forward(x, y)
+        return self.net(x, y)
 
     def nll(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Exact negative log-likelihood per image, in nats; computed in fp32 even under autocast."""

@@ -1,0 +1,13 @@
+"""Draw a PNG grid of samples (or completions) from a checkpoint: `python sample.py ckpt=... num=64`."""
+import hydra
+
+from autoreg.cli import sample_main
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="sample")
+def main(cfg):
+    return sample_main(cfg)
+
+
+if __name__ == "__main__":
+    main()
