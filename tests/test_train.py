@@ -1,6 +1,7 @@
 """End to end: a tiny training run and a 2-job multirun, as the user runs them."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -22,6 +23,9 @@ def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path):
     assert events["metrics"] == ["val/nll", "val/bpd"]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert abs(metrics["val/nll"] - events["scalars"]["val/nll"][-1]) < 1e-3
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["global_step"] == 12 and written["best/val/nll"] == min(events["scalars"]["val/nll"])
+    assert written["test/nll"] == metrics["test/nll"] and written["params"] > 0
 
 
 def test_multirun_two_jobs_into_one_sweep_dir(tmp_path):

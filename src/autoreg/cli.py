@@ -2,10 +2,12 @@
 handling. The root scripts only hand their Hydra config to these functions."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,13 +81,26 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         params = flat_hparams(cfg, **{"data.source_used": datamodule.source_used, "params": count_parameters(module)})
         log_hparams(logger, params)
 
+    start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics["train_seconds"] = time.perf_counter() - start
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        metrics["best/val/nll"] = float(checkpoint.best_model_score)
     if cfg.get("test"):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        trainer.test(module, datamodule=datamodule, ckpt_path=(checkpoint.best_model_path if checkpoint else "") or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    metrics.update(params=count_parameters(module), global_step=trainer.global_step, epochs=trainer.current_epoch)
+    if trainer.is_global_zero:
+        write_metrics(Path(cfg.paths.output_dir) / "metrics.json", metrics)
     return metrics, {"cfg": cfg, "module": module, "datamodule": datamodule, "trainer": trainer}
+
+
+def write_metrics(path: Path, metrics: dict[str, float]) -> None:
+    """The run's final numbers, for reports (`autoreg.analysis.report`) and scripts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
 def count_parameters(module) -> int:
