@@ -14,6 +14,8 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -162,11 +164,15 @@ def completion_grid(module: AutoregressiveModule, num: int, completions: int, dr
 
 def run(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run `task`; a UserError becomes one line on stderr and exit status 1 (the full traceback
-    with HYDRA_FULL_ERROR=1)."""
+    with HYDRA_FULL_ERROR=1). In a multirun the error is logged and re-raised instead, so Hydra
+    marks this job failed and goes on with the others."""
     try:
         return task(cfg)
     except UserError as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("job failed: %s", err)
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
