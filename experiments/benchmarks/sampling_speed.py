@@ -1,0 +1,100 @@
+"""Sampling speed: naive (a full forward pass per pixel) vs fast (cached columns, exact).
+
+Each model draws `--batch` 28x28 binary images (Bernoulli head) from randomly initialised
+weights (the time does not depend on the weights). Both samplers draw from the same seed; the
+table's last column checks that they returned the same images. Fast is the median of `--repeats`
+runs after one warm-up run; naive runs once, in full unless `--naive-rows R` is given, in which
+case it is timed on the first R rows and scaled by 28 / R (the table header then says so).
+
+    .venv/bin/python experiments/benchmarks/sampling_speed.py
+    .venv/bin/python experiments/benchmarks/sampling_speed.py --naive-rows 4 --out results.md
+
+Models (`MODELS` below; a new family with a fast path adds a line):
+- lab: the lab's network (DESIGN `+experiment=lab`): 7x7 mask A, five 7x7 mask-B layers with
+  ReLUs, 64 channels, one 1x1 output layer.
+- default: the default PixelCNN: 64 channels, four residual blocks with 3x3 convolutions, a
+  two-layer output head.
+The issue's targets (2-core CPU, batch 16): lab >= 100x, default >= 30x.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+from autoreg.distributions import Bernoulli
+from autoreg.models.pixelcnn import PixelCNN
+from autoreg.sampling import sample
+
+SIZE = 28
+MODELS = {
+    "PixelCNN lab (7x7, 5 B layers, 64 ch)": lambda: PixelCNN(
+        (1, SIZE, SIZE), Bernoulli(), channels=64, depth=5, kernel=7, first_kernel=7, residual=False, head_layers=1
+    ),
+    "PixelCNN default (3x3, 4 residual, 64 ch)": lambda: PixelCNN(
+        (1, SIZE, SIZE), Bernoulli(), channels=64, depth=4, kernel=3, residual=True, head_layers=2
+    ),
+}
+
+
+def _time(fn) -> tuple[float, torch.Tensor]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="timed fast runs (median)")
+    parser.add_argument("--naive-rows", type=int, default=None, help="time naive on this many rows and extrapolate")
+    parser.add_argument("--out", default=None, help="also write the table (markdown) to this file")
+    args = parser.parse_args()
+
+    rows = args.naive_rows or SIZE
+    naive_header = "naive s" if rows == SIZE else f"naive s (timed on {rows}/{SIZE} rows, x{SIZE / rows:g})"
+    lines = [
+        f"| model | batch | {naive_header} | fast s | speed-up | same images |",
+        "|---|---|---|---|---|---|",
+    ]
+    print(lines[0] + "\n" + lines[1], flush=True)
+    for name, build in MODELS.items():
+        torch.manual_seed(0)
+        model = build()
+        noise = torch.rand((args.batch, 1, SIZE, SIZE), generator=torch.Generator().manual_seed(0))
+        sample(model, args.batch, noise=noise)  # warm-up
+        fast_runs = [_time(lambda: sample(model, args.batch, noise=noise)) for _ in range(args.repeats)]
+        fast_s = statistics.median(t for t, _ in fast_runs)
+        fast = fast_runs[0][1]
+        if rows == SIZE:
+            naive_s, naive = _time(lambda: sample(model, args.batch, method="naive", noise=noise))
+            same = "yes" if torch.equal(naive, fast) else "NO"
+        else:
+            # Rows below `rows` are given (from the fast sample), so naive draws only the first ones.
+            given = torch.zeros(1, 1, SIZE, SIZE, dtype=torch.bool)
+            given[..., rows:, :] = True
+            part_s, naive = _time(
+                lambda: sample(model, method="naive", noise=noise, known=fast, known_mask=given)
+            )
+            naive_s = part_s * SIZE / rows
+            same = "yes" if torch.equal(naive, fast) else "NO"
+        line = f"| {name} | {args.batch} | {naive_s:.1f} | {fast_s:.3f} | {naive_s / fast_s:.0f}x | {same} |"
+        lines.append(line)
+        print(line, flush=True)
+    setup = (
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"fast = median of {args.repeats} runs"
+    )
+    print(setup)
+    if args.out:
+        command = " ".join([".venv/bin/python", "experiments/benchmarks/sampling_speed.py", *sys.argv[1:]])
+        with open(args.out, "w") as f:
+            f.write(f"Sampling speed, from `{command}`:\n\n" + "\n".join(lines) + f"\n\n{setup}\n")
+
+
+if __name__ == "__main__":
+    main()
