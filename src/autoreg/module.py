@@ -6,6 +6,7 @@ every model family trains the same way.
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -16,6 +17,8 @@ from torchvision.utils import make_grid
 from autoreg.distributions import bits_per_dim, distribution_for
 from autoreg.errors import CheckpointError
 from autoreg.models import build_model
+
+log = logging.getLogger(__name__)
 
 
 class AutoregressiveModule(pl.LightningModule):
@@ -114,10 +117,18 @@ class AutoregressiveModule(pl.LightningModule):
 class SampleGrid(pl.Callback):
     """Logs a grid of `num` samples (`samples` in TensorBoard) at the end of every validation
     epoch, drawn with the same sampler as sample.py and a fixed seed, so grids compare across
-    epochs."""
+    epochs. `method=auto` uses the fast sampler where the model has one, else the naive one
+    (both draw from the same distribution), and says which in the log."""
 
-    def __init__(self, num: int = 16, method: str = "fast", temperature: float = 1.0, seed: int = 0):
+    def __init__(self, num: int = 16, method: str = "auto", temperature: float = 1.0, seed: int = 0):
         self.num, self.method, self.temperature, self.seed = num, method, temperature, seed
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: AutoregressiveModule) -> None:
+        from autoreg.sampling import has_fast_path
+
+        if self.method == "auto":
+            self.method = "fast" if has_fast_path(pl_module.net) else "naive"
+            log.info("sample grids: %s sampler for %s", self.method, type(pl_module.net).__name__)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: AutoregressiveModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.num < 1 or trainer.logger is None:
