@@ -1,0 +1,105 @@
+"""Which PixelCNN should `python train.py` train? Lowest validation NLL per CPU-minute.
+
+Every candidate gets the same CPU budget on the offline MNIST data: its training throughput is
+measured first (all candidates interleaved in one process, so they share the machine's state),
+then it trains for the number of steps that budget buys at that rate, and is validated on the
+full validation split. Training by steps makes the result independent of other load during
+training; only the throughput measurement needs a quiet machine.
+
+    .venv/bin/python experiments/defaults/compare.py --minutes 3
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from autoreg.cli import train
+
+ROOT = Path(__file__).resolve().parents[2]
+CANDIDATES = {
+    "lab (+experiment=lab)": ["+experiment=lab"],
+    "residual k3, depth 2, 64 ch": ["model.depth=2", "model.channels=64"],
+    "residual k3, depth 4, 64 ch": ["model.depth=4", "model.channels=64"],
+    "residual k3, depth 8, 64 ch": ["model.depth=8", "model.channels=64"],
+}
+
+
+def config(overrides: list[str], output_dir: Path):
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return compose("train", overrides=overrides + [f"paths.output_dir={output_dir}"])
+
+
+def throughput(candidates: dict[str, list[str]], windows: int, steps: int) -> dict[str, float]:
+    """Training images/s of each candidate: median over `windows` rounds, candidates interleaved."""
+    from autoreg.cli import build_datamodule
+    from autoreg.module import AutoregressiveModule
+    from omegaconf import OmegaConf
+
+    setups = {}
+    for name, overrides in candidates.items():
+        cfg = config(overrides + ["data.source=bundled"], Path("unused"))
+        torch.manual_seed(0)
+        module = AutoregressiveModule(
+            OmegaConf.to_container(cfg.model), (1, 28, 28), cfg.data.bits, OmegaConf.to_container(cfg.optim)
+        )
+        dm = build_datamodule(cfg.data)
+        dm.setup("fit")
+        batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+        setups[name] = (module, torch.optim.Adam(module.parameters(), cfg.optim.lr), batch)
+
+    def step(module, opt, batch):
+        opt.zero_grad()
+        module.nll(*batch).mean().backward()
+        opt.step()
+
+    rates: dict[str, list[float]] = {name: [] for name in candidates}
+    for name, s in setups.items():  # warm-up
+        step(*s)
+    for _ in range(windows):
+        for name, (module, opt, batch) in setups.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                step(module, opt, batch)
+            rates[name].append(steps * len(batch[0]) / (time.perf_counter() - start))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=3.0, help="CPU budget per candidate")
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "defaults")
+    args = parser.parse_args()
+
+    rates = throughput(CANDIDATES, args.windows, steps=3)
+    print("measured train img/s:", {name: round(rate) for name, rate in rates.items()}, flush=True)
+    rows = []
+    for i, (name, overrides) in enumerate(CANDIDATES.items()):
+        cfg0 = config(overrides, args.out)
+        steps = max(1, int(args.minutes * 60 * rates[name] / cfg0.data.batch_size))
+        run = [
+            "data.source=bundled", f"trainer.max_steps={steps}", "trainer.max_epochs=-1",
+            "trainer.check_val_every_n_epoch=100000", "trainer.num_sanity_val_steps=0",
+            "callbacks.samples.num=0", "callbacks.progress_bar.refresh_rate=0", "~callbacks.checkpoint",
+        ]
+        cfg = config(overrides + run, args.out / str(i))
+        metrics, objects = train(cfg)
+        val = objects["trainer"].validate(objects["module"], datamodule=objects["datamodule"], verbose=False)[0]
+        rows.append((name, metrics["params"], rates[name], steps, val["val/nll"], val["val/bpd"]))
+        print("done:", rows[-1], flush=True)
+
+    print(f"\nBudget: {args.minutes:g} CPU minutes per candidate at its measured rate "
+          f"(torch {torch.__version__}, {torch.get_num_threads()} threads), offline MNIST (bundled), batch 64.\n")
+    print("| candidate | params | train img/s | steps in budget | val nll (nats) | val bpd |")
+    print("|---|---|---|---|---|---|")
+    for name, params, rate, steps, nll, bpd in rows:
+        print(f"| {name} | {int(params):,} | {rate:.0f} | {steps} | {nll:.1f} | {bpd:.4f} |")
+
+
+if __name__ == "__main__":
+    main()
