@@ -24,7 +24,8 @@ def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path):
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert abs(metrics["val/nll"] - events["scalars"]["val/nll"][-1]) < 1e-3
     written = json.loads((tmp_path / "metrics.json").read_text())
-    assert written["global_step"] == 12 and written["best/val/nll"] == min(events["scalars"]["val/nll"])
+    # metrics.json keeps the exact float64 mean; TensorBoard stores float32
+    assert written["global_step"] == 12 and abs(written["best/val/nll"] - min(events["scalars"]["val/nll"])) < 1e-3
     assert written["test/nll"] == metrics["test/nll"] and written["params"] > 0
 
 

@@ -53,10 +53,33 @@ def _check_pixelcnn(cfg: DictConfig) -> None:
         )
 
 
+def _check_pixelrnn(cfg: DictConfig) -> None:
+    check_choice(cfg, "model.arch", ("row_lstm", "diagonal_bilstm"))
+    check_choice(cfg, "model.cell", ("lstm", "gru"))
+    for key in ("model.depth", "model.head_layers"):
+        check_int(cfg, key)
+    check_int(cfg, "model.channels", minimum=2)
+    if cfg.model.channels % 2:
+        raise ConfigError(
+            f"model.channels={cfg.model.channels} is invalid: it must be even "
+            "(2h features, h per gate inside each recurrent layer)"
+        )
+    if cfg.model.arch == "row_lstm":
+        check_int(cfg, "model.kernel", odd=True)
+    else:
+        from autoreg.models.pixelrnn import DIAGONAL_KERNEL
+
+        if cfg.model.kernel != DIAGONAL_KERNEL:
+            raise ConfigError(
+                f"model.kernel={cfg.model.kernel} is not used by model.arch=diagonal_bilstm (its kernels are fixed: "
+                f"1x1 input-to-state, 2x1 state-to-state); leave it at {DIAGONAL_KERNEL} or use model.arch=row_lstm"
+            )
+
+
 # Per-model checks, keyed by `model.name`; each model family adds its own.
-MODEL_CHECKS: dict[str, Callable[[DictConfig], None]] = {"pixelcnn": _check_pixelcnn}
+MODEL_CHECKS: dict[str, Callable[[DictConfig], None]] = {"pixelcnn": _check_pixelcnn, "pixelrnn": _check_pixelrnn}
 # Data bits per sub-pixel each model family can model (its likelihood heads).
-MODEL_BITS: dict[str, tuple[int, ...]] = {"pixelcnn": (1, 8)}
+MODEL_BITS: dict[str, tuple[int, ...]] = {"pixelcnn": (1, 8), "pixelrnn": (1, 8)}
 
 DATASETS = ("mnist", "cifar10")
 SOURCES = ("auto", "download", "bundled")
@@ -93,7 +116,7 @@ def job_dirname(overrides: str, max_len: int = 120) -> str:
     if len(overrides) <= max_len:
         return overrides
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
-    return f"{overrides[: max_len - 10]}.._{digest}"
+    return f"{overrides[: max_len - 11]}.._{digest}"
 
 
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)

