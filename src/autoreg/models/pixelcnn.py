@@ -61,7 +61,7 @@ class PixelCNN(nn.Module):
         image_shape: tuple[int, int, int],
         distribution,
         channels: int = 64,
-        depth: int = 4,
+        depth: int = 2,
         kernel: int = 3,
         first_kernel: int = 7,
         residual: bool = True,
