@@ -7,6 +7,7 @@ from torch import nn
 
 from autoreg.distributions import Bernoulli, Categorical
 from autoreg.models.pixelcnn import PixelCNN
+from autoreg.models.pixelrnn import PixelRNN
 from autoreg.sampling import FastSamplingUnsupported, has_fast_path, sample
 
 
@@ -139,9 +140,81 @@ def test_model_without_fast_path_fails_clearly_and_naive_passes_labels():
     assert torch.equal(sample(model, 3, method="naive", y=1, seed=0), torch.ones(3, 1, 4, 4))
 
 
+def tiny_row_lstm(channels: int, size: int, distribution, cell: str, kernel: int, depth: int, seed: int = 0):
+    torch.manual_seed(seed)
+    model = PixelRNN(
+        (channels, size, size), distribution, arch="row_lstm", cell=cell, depth=depth,
+        channels=4 * channels, kernel=kernel, head_layers=2,
+    )
+    with torch.no_grad():
+        for block in model.layers:
+            block.layer.initial_state.normal_()  # learned initial states: row -1 is not zero
+        model.head[-1].weight.mul_(8)
+    return model
+
+
+ROW_LSTMS = {  # channels, size, distribution, cell, kernel, depth
+    "lstm-k3-bernoulli": (1, 8, Bernoulli(), "lstm", 3, 2),
+    "lstm-k5-bernoulli": (1, 7, Bernoulli(), "lstm", 5, 1),
+    "gru-k3-bernoulli": (1, 8, Bernoulli(), "gru", 3, 1),
+    "gru-k5-bernoulli": (1, 7, Bernoulli(), "gru", 5, 2),
+    "lstm-k3-cat256-rgb": (3, 6, Categorical(256), "lstm", 3, 1),
+    "lstm-k5-cat256-rgb": (3, 6, Categorical(256), "lstm", 5, 2),
+    "gru-k3-cat256-rgb": (3, 6, Categorical(256), "gru", 3, 2),
+    "gru-k5-cat256-rgb": (3, 6, Categorical(256), "gru", 5, 1),
+}
+
+
+@pytest.mark.parametrize("family", list(ROW_LSTMS))
+def test_fast_sampler_is_exact_for_row_lstm(family):
+    model = tiny_row_lstm(*ROW_LSTMS[family])
+    c, size = ROW_LSTMS[family][:2]
+    assert has_fast_path(model)
+    noise = torch.rand((3, c, size, size), generator=torch.Generator().manual_seed(1))
+    naive, naive_probs = sample(model, 3, method="naive", noise=noise, return_probs=True)
+    fast, fast_probs = sample(model, 3, method="fast", noise=noise, return_probs=True)
+    assert torch.equal(fast, naive)
+    assert (fast_probs - naive_probs).abs().max() < 1e-5
+    assert torch.allclose(fast_probs, exact_probs(model, fast), atol=1e-5)
+    assert len(naive.unique()) > 1
+
+
+@pytest.mark.parametrize("family", ["lstm-k5-cat256-rgb", "gru-k3-cat256-rgb", "lstm-k3-bernoulli"])
+def test_row_lstm_completion_agrees_with_naive(family):
+    model = tiny_row_lstm(*ROW_LSTMS[family])
+    c, size, distribution = ROW_LSTMS[family][:3]
+    levels = distribution.levels
+    generator = torch.Generator().manual_seed(3)
+    known = torch.randint(0, levels, (3, c, size, size), generator=generator) / (levels - 1)
+    mask = torch.rand((3, c, size, size), generator=generator) < 0.4
+    mask[:, :, :2] = True  # given rows and a given prefix of the next: the caches start from a full pass
+    mask[:, :, 2, :3] = True
+    mask[:, :, -1, 1:] = True  # a given suffix: drawing stops before it
+    noise = torch.rand((3, c, size, size), generator=generator)
+    naive, naive_probs = sample(model, method="naive", known=known, known_mask=mask, noise=noise, return_probs=True)
+    fast, fast_probs = sample(model, method="fast", known=known, known_mask=mask, noise=noise, return_probs=True)
+    assert torch.equal(fast, naive)
+    assert torch.equal(fast[mask], known[mask])
+    assert (fast_probs - naive_probs).abs().max() < 1e-5
+    assert torch.allclose(fast_probs, exact_probs(model, fast), atol=1e-5)
+
+
+def test_diagonal_bilstm_is_naive_only():
+    torch.manual_seed(0)
+    model = PixelRNN((1, 5, 5), Bernoulli(), arch="diagonal_bilstm", cell="gru", depth=1, channels=4)
+    assert not has_fast_path(model)
+    with pytest.raises(FastSamplingUnsupported, match="sampling.method=naive"):
+        sample(model, 2, seed=0)
+    assert sample(model, 2, method="naive", seed=0).shape == (2, 1, 5, 5)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_fast_sampler_is_exact_on_gpu():
-    model = tiny_pixelcnn(*FAMILIES["residual-cat256-rgb"][:4]).cuda()
+@pytest.mark.parametrize("family", ["pixelcnn", "row_lstm"])
+def test_fast_sampler_is_exact_on_gpu(family):
+    if family == "pixelcnn":
+        model = tiny_pixelcnn(*FAMILIES["residual-cat256-rgb"][:4]).cuda()
+    else:
+        model = tiny_row_lstm(3, 5, Categorical(256), "lstm", 3, 2).cuda()
     noise = torch.rand((3, 3, 5, 5), generator=torch.Generator().manual_seed(1))
     naive, naive_probs = sample(model, 3, method="naive", noise=noise, return_probs=True)
     fast, fast_probs = sample(model, 3, method="fast", noise=noise, return_probs=True)

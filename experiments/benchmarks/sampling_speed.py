@@ -3,18 +3,22 @@
 Each model draws `--batch` 28x28 binary images (Bernoulli head) from randomly initialised
 weights (the time does not depend on the weights). Both samplers draw from the same seed; the
 table's last column checks that they returned the same images. Fast is the median of `--repeats`
-runs after one warm-up run; naive runs once, in full unless `--naive-rows R` is given, in which
-case it is timed on the first R rows and scaled by 28 / R (the table header then says so).
+runs after one warm-up run; naive runs once, between the first and the second fast run, so that
+on a shared CPU both see the same load. Naive runs in full unless `--naive-rows R` is given, in
+which case it is timed on the first R rows and scaled by 28 / R (the table header then says so).
 
     .venv/bin/python experiments/benchmarks/sampling_speed.py
     .venv/bin/python experiments/benchmarks/sampling_speed.py --naive-rows 4 --out results.md
+    .venv/bin/python experiments/benchmarks/sampling_speed.py --models row_lstm
 
-Models (`MODELS` below; a new family with a fast path adds a line):
+Models (`MODELS` below, selected by key with `--models`; a new family with a fast path adds a line):
 - lab: the lab's network (DESIGN `+experiment=lab`): 7x7 mask A, five 7x7 mask-B layers with
   ReLUs, 64 channels, one 1x1 output layer.
 - default: the default PixelCNN: 64 channels, four residual blocks with 3x3 convolutions, a
   two-layer output head.
-The issue's targets (2-core CPU, batch 16): lab >= 100x, default >= 30x.
+- row_lstm: the default PixelRNN (conf/model/pixelrnn.yaml): Row LSTM, LSTM cells, 32 channels
+  (h = 16), two residual layers with k = 3, a two-layer output head.
+The issue's targets (2-core CPU, batch 16): lab >= 100x, default >= 30x, row_lstm >= 10x.
 """
 from __future__ import annotations
 
@@ -28,15 +32,26 @@ import torch
 
 from autoreg.distributions import Bernoulli
 from autoreg.models.pixelcnn import PixelCNN
+from autoreg.models.pixelrnn import PixelRNN
 from autoreg.sampling import sample
 
 SIZE = 28
-MODELS = {
-    "PixelCNN lab (7x7, 5 B layers, 64 ch)": lambda: PixelCNN(
-        (1, SIZE, SIZE), Bernoulli(), channels=64, depth=5, kernel=7, first_kernel=7, residual=False, head_layers=1
+MODELS = {  # key: (table label, builder)
+    "lab": (
+        "PixelCNN lab (7x7, 5 B layers, 64 ch)",
+        lambda: PixelCNN(
+            (1, SIZE, SIZE), Bernoulli(), channels=64, depth=5, kernel=7, first_kernel=7, residual=False, head_layers=1
+        ),
     ),
-    "PixelCNN default (3x3, 4 residual, 64 ch)": lambda: PixelCNN(
-        (1, SIZE, SIZE), Bernoulli(), channels=64, depth=4, kernel=3, residual=True, head_layers=2
+    "default": (
+        "PixelCNN default (3x3, 4 residual, 64 ch)",
+        lambda: PixelCNN((1, SIZE, SIZE), Bernoulli(), channels=64, depth=4, kernel=3, residual=True, head_layers=2),
+    ),
+    "row_lstm": (
+        "PixelRNN default (Row LSTM, lstm, k=3, 2 layers, 32 ch)",
+        lambda: PixelRNN(
+            (1, SIZE, SIZE), Bernoulli(), arch="row_lstm", cell="lstm", depth=2, channels=32, kernel=3, head_layers=2
+        ),
     ),
 }
 
@@ -53,6 +68,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed fast runs (median)")
     parser.add_argument("--naive-rows", type=int, default=None, help="time naive on this many rows and extrapolate")
     parser.add_argument("--out", default=None, help="also write the table (markdown) to this file")
+    parser.add_argument(
+        "--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="which models to time (default: all)"
+    )
     args = parser.parse_args()
 
     rows = args.naive_rows or SIZE
@@ -62,13 +80,13 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     print(lines[0] + "\n" + lines[1], flush=True)
-    for name, build in MODELS.items():
+    for key in args.models:
+        name, build = MODELS[key]
         torch.manual_seed(0)
         model = build()
         noise = torch.rand((args.batch, 1, SIZE, SIZE), generator=torch.Generator().manual_seed(0))
         sample(model, args.batch, noise=noise)  # warm-up
-        fast_runs = [_time(lambda: sample(model, args.batch, noise=noise)) for _ in range(args.repeats)]
-        fast_s = statistics.median(t for t, _ in fast_runs)
+        fast_runs = [_time(lambda: sample(model, args.batch, noise=noise))]
         fast = fast_runs[0][1]
         if rows == SIZE:
             naive_s, naive = _time(lambda: sample(model, args.batch, method="naive", noise=noise))
@@ -82,6 +100,8 @@ def main() -> None:
             )
             naive_s = part_s * SIZE / rows
             same = "yes" if torch.equal(naive, fast) else "NO"
+        fast_runs += [_time(lambda: sample(model, args.batch, noise=noise)) for _ in range(args.repeats - 1)]
+        fast_s = statistics.median(t for t, _ in fast_runs)
         line = f"| {name} | {args.batch} | {naive_s:.1f} | {fast_s:.3f} | {naive_s / fast_s:.0f}x | {same} |"
         lines.append(line)
         print(line, flush=True)

@@ -25,11 +25,20 @@ Completion: given pixels (`known` where `known_mask` is true) are kept and the o
 raster order, conditioned on every given pixel before them. One full forward pass fills the
 caches up to the first pixel to draw, so completing the bottom half costs half a sample.
 
-Extending the fast path: layers built from MaskedConv2d, element-wise activations, nn.Sequential
-and PixelCNN's residual block work as they are. A new layer type registers a column builder with
-`register_layer`; a new model family registers a `Stepper` factory with `register_model` (a
-recurrent family, e.g. Row LSTM, keeps the previous row's states and advances them per position).
-A model without one makes `method='fast'` fail with an error pointing to `sampling.method=naive`.
+Row LSTM (PixelRNN with arch=row_lstm) has a column too: its state at (i, j) reads the layer's
+input at (i, j - k//2 .. j) (the 1 x k mask-B input-to-state conv, cached like any masked conv),
+the hidden states of row i - 1 at (i - 1, j - k//2 .. j + k//2) (the state-to-state conv) and, for
+the LSTM, the cell state at (i - 1, j). So the layer keeps every row's states in a cache whose row
+-1 is the learned initial state, and each position computes only its own gates: one small matrix
+product per convolution and the cell's elementwise update (the same `cell.step` as the layer).
+The Diagonal BiLSTM has no column (its states run along diagonals, and its right-to-left pass
+needs the whole row above): it samples with the naive method only.
+
+Extending the fast path: layers built from MaskedConv2d, element-wise activations, nn.Sequential,
+PixelCNN's residual block and PixelRNN's residual Row LSTM layer work as they are. A new layer
+type registers a column builder with `register_layer`; a new model family registers a `Stepper`
+factory with `register_model`. A model without one, or with a layer without one, makes
+`method='fast'` fail with an error pointing to `sampling.method=naive`.
 """
 from __future__ import annotations
 
@@ -42,7 +51,8 @@ from tqdm.auto import tqdm
 
 from autoreg.errors import UserError
 from autoreg.models.pixelcnn import PixelCNN, ResidualBlock
-from autoreg.nn import MaskedConv2d
+from autoreg.models.pixelrnn import PixelRNN, ResidualRecurrent
+from autoreg.nn import MaskedConv2d, RowLSTM
 
 METHODS = ("fast", "naive")
 
@@ -456,3 +466,78 @@ register_layer(ResidualBlock)(_Residual)
 def _pixelcnn_stepper(model: PixelCNN, batch: int, device, dtype, y: Tensor | None) -> Stepper:
     # PixelCNN ignores labels (forward(x, y) -> head(blocks(first(x)))).
     return CachedColumns([model.first, model.blocks, model.head], model.image_shape, batch, device, dtype)
+
+
+class _ResidualRecurrent:
+    """PixelRNN's residual recurrent layer: x + up(layer(x))."""
+
+    def __init__(self, block: ResidualRecurrent, geometry: Geometry, cache: Tensor | None):
+        self._layer = column(block.layer, geometry, cache)
+        self._up = column(block.up, geometry)
+
+    def step(self, v: Tensor, q: int) -> Tensor:
+        return v + self._up.step(self._layer.step(v, q), q)
+
+    def full(self, x: Tensor) -> Tensor:
+        return x + self._up.full(self._layer.full(x))
+
+
+class _RowLSTMColumn:
+    """A Row LSTM (LSTM or GRU cell) at one position, from the cached states of the row above.
+
+    The states (h, and c for the LSTM) live in one cache (states, B, H + 1, W + 2p, h), p = k // 2:
+    cache row i + 1 holds image row i, cache row 0 the learned initial state (row -1), and the p
+    zero columns each side are the state-to-state convolution's zero padding. The 1 x k window of
+    row i - 1 around j is then a plain view, (B, k h) after flattening, and the state-to-state
+    matrix is permuted once from the layer's (h k) window order to this (k h) order.
+    """
+
+    def __init__(self, layer: RowLSTM, geometry: Geometry, cache: Tensor | None):
+        b, height, width = geometry.batch, geometry.height, geometry.width
+        hidden, k, p = layer.hidden, layer.kernel, layer.kernel // 2
+        self._cell, self._gates, self._hidden, self._k, self._p = layer.cell, layer.cell.gates, hidden, k, p
+        self._input = column(layer.input_to_state, geometry, cache)
+        self._state_to_state = (
+            layer.state_to_state.view(hidden, k, -1).transpose(0, 1).reshape(k * hidden, -1).to(geometry.dtype)
+        )
+        states = layer.cell.states
+        self._states = torch.zeros(
+            states, b, height + 1, width + 2 * p, hidden, device=geometry.device, dtype=geometry.dtype
+        )
+        self._states[:, :, 0, p : p + width] = layer.initial_state.view(states, 1, 1, hidden)
+        hs = self._states
+        # Per-position views, made once (indexing costs as much as the math at this size).
+        self._windows = [hs[0, :, i, j : j + k].view(b, k * hidden) for i in range(height) for j in range(width)]
+        self._above = [tuple(hs[:, :, i, p + j].unbind(0)) for i in range(height) for j in range(width)]
+        self._here = [tuple(hs[:, :, i + 1, p + j].unbind(0)) for i in range(height) for j in range(width)]
+
+    def step(self, v: Tensor, q: int) -> Tensor:
+        x = self._input.step(v, q).view(-1, self._gates, self._hidden)
+        s = (self._windows[q] @ self._state_to_state).view_as(x)
+        state = self._cell.step(x, s, self._above[q])
+        for cached, new in zip(self._here[q], state):
+            cached.copy_(new)
+        return state[0]
+
+    def full(self, x: Tensor) -> Tensor:
+        b, _, height, width = x.shape
+        gates, hidden, k, p = self._gates, self._hidden, self._k, self._p
+        xg = self._input.full(x).permute(0, 2, 3, 1).unflatten(-1, (gates, hidden))  # (B, H, W, G, h)
+        hs = self._states
+        for i in range(height):
+            windows = hs[0, :, i].unfold(1, k, 1).transpose(-1, -2).reshape(b * width, k * hidden)
+            s = (windows @ self._state_to_state).view(b, width, gates, hidden)
+            state = self._cell.step(xg[:, i], s, tuple(hs[:, :, i, p : p + width].unbind(0)))
+            hs[:, :, i + 1, p : p + width] = torch.stack(state)
+        return hs[0, :, 1:, p : p + width].permute(0, 3, 1, 2)
+
+
+register_layer(ResidualRecurrent)(_ResidualRecurrent)
+register_layer(RowLSTM)(_RowLSTMColumn)
+
+
+@register_model(PixelRNN)
+def _pixelrnn_stepper(model: PixelRNN, batch: int, device, dtype, y: Tensor | None) -> Stepper:
+    # Row LSTM only: the Diagonal BiLSTM layers have no column, so building one raises
+    # FastSamplingUnsupported (and `has_fast_path` is False for them).
+    return CachedColumns([model.first, model.layers, model.head], model.image_shape, batch, device, dtype)

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from torch import nn
 
 from autoreg.models.pixelcnn import PixelCNN
+from autoreg.models.pixelrnn import PixelRNN
 
-MODELS: dict[str, type[nn.Module]] = {"pixelcnn": PixelCNN}
+MODELS: dict[str, type[nn.Module]] = {"pixelcnn": PixelCNN, "pixelrnn": PixelRNN}
 
 
 def build_model(model_cfg: Mapping, image_shape: tuple[int, int, int], distribution) -> nn.Module:

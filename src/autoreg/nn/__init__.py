@@ -1,4 +1,19 @@
 """Building blocks: masked convolutions, recurrent cells, skew/unskew."""
 from autoreg.nn.masked import MaskedConv2d, causal_mask, channel_groups
+from autoreg.nn.recurrent import CELLS, DiagonalBiLSTM, GRUCell, LSTMCell, RowLSTM, diagonal_order, gate_conv
+from autoreg.nn.skew import skew, unskew
 
-__all__ = ["MaskedConv2d", "causal_mask", "channel_groups"]
+__all__ = [
+    "CELLS",
+    "DiagonalBiLSTM",
+    "GRUCell",
+    "LSTMCell",
+    "MaskedConv2d",
+    "RowLSTM",
+    "causal_mask",
+    "channel_groups",
+    "diagonal_order",
+    "gate_conv",
+    "skew",
+    "unskew",
+]

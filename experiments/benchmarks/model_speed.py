@@ -1,0 +1,138 @@
+"""Training speed and peak memory: PixelCNN vs PixelRNN (Row LSTM, Diagonal BiLSTM) on the CPU.
+
+Every model gets the same depth and width (`--channels`, the 2h between layers) on binarized
+28x28 MNIST-like batches (random 0/1 pixels: speed does not depend on the digits). Training
+images/s is the median over `--windows` timed windows of `--steps` forward + backward + Adam steps
+each, after one warm-up step; the models' windows are interleaved in one process. "peak MiB" is
+measured apart, in a fresh process per model (Linux): its peak RSS growth over two training
+steps from just before the model is built (after one step of a tiny copy, which sets up the
+libraries): weights, Adam state, activations and the allocator's slack.
+
+    .venv/bin/python experiments/benchmarks/model_speed.py
+    .venv/bin/python experiments/benchmarks/model_speed.py --cells lstm gru --out results.md
+
+The issue's target: each PixelRNN within 4x of PixelCNN's training time per image. Run it on an
+otherwise idle machine: a recurrent model issues thousands of small ops per step, and on a busy
+CPU their thread synchronisation stalls far more than PixelCNN's few large convolutions do (the
+setup line prints the load). `--threads 1` avoids those stalls: a fairer ratio on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from autoreg.distributions import Bernoulli
+from autoreg.models import MODELS
+
+SIZE = 28
+
+
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (Linux), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def _trainer(name: str, kwargs: dict, depth: int, channels: int, batch: int):
+    """One forward + backward + Adam step of a fresh model on a fixed random binary batch."""
+    torch.manual_seed(0)
+    x = (torch.rand(batch, 1, SIZE, SIZE) < 0.5).float()
+    model = MODELS[name]((1, SIZE, SIZE), Bernoulli(), depth=depth, channels=channels, **kwargs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model.distribution.nll(model(x), x).mean().backward()
+        optimizer.step()
+
+    return step
+
+
+def _peak_memory(name: str, kwargs: dict, args: argparse.Namespace) -> float:
+    """Peak RSS growth over two training steps, in a fresh process (Linux: /proc; else NaN)."""
+    if not Path("/proc/self/clear_refs").exists():
+        return float("nan")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _trainer(name, kwargs, 1, 2, 1)()  # the libraries' one-off buffers and thread pools
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
+    base = _status_mib("VmRSS")
+    step = _trainer(name, kwargs, args.depth, args.channels, args.batch)
+    step()
+    step()
+    return _status_mib("VmHWM") - base
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--channels", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=2, help="training steps per timed window")
+    parser.add_argument("--cells", nargs="+", default=["lstm"], choices=["lstm", "gru"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", default=None, help="also write the table (markdown) to this file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    runs = [("PixelCNN", "pixelcnn", {})]
+    runs += [
+        (f"PixelRNN {arch} {cell}", "pixelrnn", {"arch": arch, "cell": cell})
+        for arch in ("row_lstm", "diagonal_bilstm")
+        for cell in args.cells
+    ]
+    lines = [
+        "| model | depth | channels | train img/s | ms/img | time vs PixelCNN | peak MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    print(lines[0] + "\n" + lines[1], flush=True)
+    load = os.getloadavg()[0]
+    # Timing: all models in this process, their windows interleaved, so that they share the
+    # machine's state (and any change in its load) alike.
+    steps = [_trainer(name, kwargs, args.depth, args.channels, args.batch) for _, name, kwargs in runs]
+    rates = [[] for _ in runs]
+    for step in steps:
+        step()  # warm-up
+    for _ in range(args.windows):
+        for step, rate in zip(steps, rates):
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            rate.append(args.steps * args.batch / (time.perf_counter() - start))
+    reference = statistics.median(rates[0])
+    for (label, name, kwargs), rate in zip(runs, rates):
+        with mp.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
+            peak = pool.apply(_peak_memory, (name, kwargs, args))
+        rate = statistics.median(rate)
+        line = (
+            f"| {label} | {args.depth} | {args.channels} | {rate:.1f} | {1000 / rate:.2f} | "
+            f"{reference / rate:.2f}x | {peak:.0f} |"
+        )
+        lines.append(line)
+        print(line, flush=True)
+    setup = (
+        f"batch {args.batch} of {SIZE}x{SIZE} binary images, median of {args.windows} windows x {args.steps} steps, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+        f"load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end"
+    )
+    print(setup)
+    if args.out:
+        command = " ".join([".venv/bin/python", "experiments/benchmarks/model_speed.py", *sys.argv[1:]])
+        with open(args.out, "w") as f:
+            f.write(f"Training speed, from `{command}`:\n\n" + "\n".join(lines) + f"\n\n{setup}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Recurrent layers of PixelRNN (van den Oord et al. 2016, arXiv 1601.06759, sec. 3.1-3.2).
+
+Both layers split a convolutional LSTM (or GRU) into two convolutions whose sum feeds the gates:
+
+- input-to-state K_is * x: causal (mask B) and computed for the whole image at once, before the
+  recurrence starts;
+- state-to-state K_ss * h_prev: applied to the previous line's hidden state inside the loop, the
+  only sequential part. It only reads earlier lines, so it needs no mask.
+
+Row LSTM: one step per row, top to bottom. K_is is a 1 x k mask-B convolution along the row,
+K_ss a 1 x k convolution on the previous row's state. The state at x depends on a triangle of
+inputs that widens by k // 2 per row upward (k = 3, one layer) and misses the rest of the context:
+
+    row r-2    1 1 1 1 1 1 .
+    row r-1    . 1 1 1 1 . .
+    row r      . . 1 x . . .
+
+Diagonal BiLSTM: the map is skewed (`autoreg.nn.skew`, row r shifted right by r) so that every
+diagonal becomes a column, then one step per column. K_is is 1 x 1 (mask B); K_ss is a 2 x 1
+column convolution reading rows r - 1 and r of the previous column: the pixel above and the pixel
+to the left. A second pass runs right to left (the left-to-right pass on the map mirrored along W);
+its output is shifted down one row before the two are added, since at (r, j) it has read the
+pixels right of j in row r:
+
+    left-to-right at (r, j):  rows <= r, columns <= j   (above-left, incl. the pixel itself)
+    right-to-left, shifted:   rows <= r-1, columns >= j (above-right)
+    sum:                      the whole context above and to the left: no blind spot
+
+Cells (`LSTMCell`, `GRUCell`) hold the elementwise update; each layer owns its convolutions and a
+learned initial state. Inside the loop everything is channels-last, (..., L, G, h) for G gates of h
+channels over a line of L positions, so that a state-to-state convolution is one matrix product
+per step and each step reads contiguous blocks. The layers take and return (B, C, H, W) tensors
+and are fastest when those are channels-last in memory (`torch.channels_last`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autoreg.nn.masked import MaskedConv2d, causal_mask
+from autoreg.nn.skew import skew, unskew
+
+
+class LSTMCell:
+    """LSTM update (the paper's eq. 3), with s = K_ss * h_prev and x = K_is * input:
+
+        [o, f, i] = sigmoid(x_ofi + s_ofi)
+        g         = tanh(x_g + s_g)            (tanh, not sigmoid: g is the candidate content)
+        c         = f . c_prev + i . g
+        h         = o . tanh(c)
+
+    `c_prev` is the cell state of the same position on the previous line (row or diagonal).
+    """
+
+    gates = 4
+    states = 2  # (h, c)
+
+    @staticmethod
+    def step(x: torch.Tensor, s: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        # split/unbind, not slicing: their backward concatenates instead of zero-filling per gate
+        ofi, g = (x + s).split([3, 1], dim=-2)
+        o, f, i = torch.sigmoid(ofi).unbind(-2)
+        c = f * state[1] + i * torch.tanh(g.squeeze(-2))
+        return o * torch.tanh(c), c
+
+
+class GRUCell:
+    """GRU update (Cho et al. 2014) with the same convolutions:
+
+        z = sigmoid(x_z + s_z)                  update gate
+        r = sigmoid(x_r + s_r)                  reset gate
+        n = tanh(x_n + r . s_n)                 candidate
+        h = (1 - z) . n + z . h_prev
+
+    `h_prev` is the hidden state of the same position on the previous line (row or diagonal).
+    NOTE: the reset gate scales the state-to-state term, r . (K_ss * h_prev), as cuDNN and
+    `torch.nn.GRU` do, rather than the state before the convolution, K_ss * (r . h_prev): that keeps
+    one state-to-state product per step for all three gates.
+    """
+
+    gates = 3
+    states = 1  # (h,)
+
+    @staticmethod
+    def step(x: torch.Tensor, s: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        x_zr, x_n = x.split([2, 1], dim=-2)
+        s_zr, s_n = s.split([2, 1], dim=-2)
+        z, r = torch.sigmoid(x_zr + s_zr).unbind(-2)
+        n = torch.tanh(x_n.squeeze(-2) + r * s_n.squeeze(-2))
+        return (n + z * (state[0] - n),)
+
+
+CELLS = {"lstm": LSTMCell, "gru": GRUCell}
+
+
+def gate_conv(
+    in_channels: int, hidden: int, blocks: int, kernel_size: int | tuple[int, int], data_channels: int
+) -> MaskedConv2d:
+    """A mask-B convolution producing `blocks` gate blocks of `hidden` channels each.
+
+    The cell update is elementwise, coupling channel m of every gate with hidden channel m, so each
+    block carries the hidden state's channel groups (R -> G -> B), not one grouping over all
+    blocks * hidden outputs.
+    """
+    conv = MaskedConv2d(in_channels, blocks * hidden, kernel_size, "B", data_channels)
+    conv.mask = causal_mask(hidden, in_channels, conv.kernel_size, "B", data_channels).repeat(blocks, 1, 1, 1)
+    return conv
+
+
+def _state_matrix(*shape: int) -> nn.Parameter:
+    """A state-to-state kernel as a (..., fan_in, out) matrix, initialised like nn.Conv1d."""
+    bound = shape[-2] ** -0.5
+    return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+
+class RowLSTM(nn.Module):
+    """(B, in_channels, H, W) -> (B, hidden, H, W); one step per row, top to bottom."""
+
+    def __init__(self, in_channels: int, hidden: int, kernel: int = 3, cell: str = "lstm", data_channels: int = 1):
+        super().__init__()
+        self.cell = CELLS[cell]
+        self.hidden, self.kernel = hidden, kernel
+        self.input_to_state = gate_conv(in_channels, hidden, self.cell.gates, (1, kernel), data_channels)
+        # K_ss, the 1 x k convolution, as a (h k, G h) matrix over each position's k-wide window.
+        self.state_to_state = _state_matrix(hidden * kernel, self.cell.gates * hidden)
+        self.initial_state = nn.Parameter(torch.zeros(self.cell.states, 1, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, height, width = x.shape
+        gates, hidden, k = self.cell.gates, self.hidden, self.kernel
+        # K_is for all rows at once. Mask B zeroes the taps right of the centre: skip them.
+        conv = self.input_to_state
+        weight = (conv.weight * conv.mask)[..., : k // 2 + 1]
+        xg = F.conv2d(F.pad(x, (k // 2, 0)), weight, conv.bias)
+        xg = xg.permute(0, 2, 3, 1).unflatten(-1, (gates, hidden))  # (B, H, W, G, h)
+        state = tuple(s.expand(b, width, hidden) for s in self.initial_state)
+        rows = []
+        for x_row in xg.unbind(1):
+            # Zero beyond the row's ends, as a 'same' convolution along the previous row.
+            windows = F.pad(state[0], (0, 0, k // 2, k // 2)).unfold(1, k, 1)  # (B, W, h, k)
+            s = (windows.reshape(b * width, hidden * k) @ self.state_to_state).view(b, width, gates, hidden)
+            state = self.cell.step(x_row, s, state)
+            rows.append(state[0])
+        return torch.stack(rows, 1).permute(0, 3, 1, 2)
+
+
+def diagonal_order(height: int, width: int, device=None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The pixels of the skewed map's columns, top to bottom, without its empty cells.
+
+    Returns `order` (the raster index of each pixel, column by column), `rank` (its inverse: each
+    raster pixel's position in `order`) and the length of every column.
+    """
+    pixels = torch.arange(1, height * width + 1, device=device).view(height, width)
+    columns = skew(pixels).t()  # (W + H - 1, H); 0 marks an empty cell
+    filled = columns > 0
+    rank = torch.zeros_like(columns)
+    rank[filled] = torch.arange(height * width, device=device)
+    return columns[filled] - 1, unskew(rank.t()).flatten(), filled.sum(1).tolist()
+
+
+class DiagonalBiLSTM(nn.Module):
+    """(B, in_channels, H, W) -> (B, hidden, H, W); one step per column of the skewed map, both
+    directions in the same step (with separate weights: a batch of two matrix products).
+
+    NOTE: the steps compute only the pixels of each column (`diagonal_order`), not the skewed
+    map's empty cells, which would double the work: the input is gathered column by column in one
+    indexing op, the outputs put back in raster order by two more. A neighbour outside the image
+    (left of column 0, above row 0) holds the learned initial state.
+    """
+
+    def __init__(self, in_channels: int, hidden: int, cell: str = "lstm", data_channels: int = 1):
+        super().__init__()
+        self.cell = CELLS[cell]
+        self.hidden = hidden
+        gates = self.cell.gates
+        # K_is, the 1x1 masked convolution, with blocks [left-to-right gates | right-to-left gates].
+        self.input_to_state = gate_conv(in_channels, hidden, 2 * gates, 1, data_channels)
+        # The right-to-left output is shifted down a row before use, so it may read every
+        # channel of its own pixel.
+        self.input_to_state.mask[gates * hidden :] = 1
+        # K_ss, the 2 x 1 column convolution, per direction as a (2h, G h) matrix over the
+        # previous column's [row r - 1 (above); row r (left)].
+        self.state_to_state = _state_matrix(2, 2 * hidden, gates * hidden)
+        self.initial_state = nn.Parameter(torch.zeros(self.cell.states, 2, 1, 1, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, in_channels, height, width = x.shape
+        gates, hidden, pixels = self.cell.gates, self.hidden, height * width
+        order, rank, lengths = diagonal_order(height, width, x.device)
+        # Right to left is left to right on the map mirrored along W (the columns only).
+        mirror = order // width * width + width - 1 - order % width
+        x = x.permute(2, 3, 0, 1).reshape(pixels, b, in_channels)  # raster order
+        x = x.index_select(0, torch.cat([order, mirror]))  # (direction x column by column, B, C_in)
+        # K_is, as one matrix product per direction on every pixel at once.
+        conv = self.input_to_state
+        w_is = (conv.weight * conv.mask).view(2, gates * hidden, in_channels).transpose(1, 2)
+        xg = torch.baddbmm(conv.bias.view(2, 1, -1), x.view(2, -1, in_channels), w_is)
+        initial = [s.expand(2, 1, b, hidden) for s in self.initial_state]
+        state = [s[:, :0] for s in initial]  # rows lo_prev .. hi_prev of the previous column
+        lo_prev, outputs = 0, []
+        for c, x_col in enumerate(xg.view(2, pixels, b, gates, hidden).split(lengths, 1)):
+            lo, n = max(0, c - width + 1), x_col.shape[1]
+            # The previous column's rows r - 1 (above) and r (left), never r + 1; outside the
+            # image (above row 0, left of a row's first pixel): the initial state.
+            h_prev = state[0]
+            above = torch.cat([initial[0], h_prev[:, : n - 1]], 1) if lo == 0 else h_prev[:, :n]
+            left = [s[:, lo - lo_prev :] for s in state]
+            if c < height:  # row c starts in this column
+                left = [torch.cat([s, i], 1) for s, i in zip(left, initial)]
+            prev = torch.cat([above, left[0]], -1).view(2, n * b, 2 * hidden)
+            s = torch.bmm(prev, self.state_to_state).view(2, n, b, gates, hidden)
+            state = self.cell.step(x_col, s, left)
+            outputs.append(state[0])
+            lo_prev = lo
+        # Back to the image, (B, H W, h) in raster order; the right-to-left states mirrored back
+        # and shifted down one row: at (r, j) they have read row r right of j, which the output at
+        # (r, j) must not see.
+        states = torch.cat(outputs, 1).view(2 * pixels, b, hidden).transpose(0, 1)
+        out = states.index_select(1, rank)
+        out[:, width:] += states.index_select(1, pixels + rank.view(height, width).flip(1).flatten()[:-width])
+        return out.view(b, height, width, hidden).permute(0, 3, 1, 2)
