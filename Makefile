@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-all tensorboard clean
+.PHONY: setup train test test-all tensorboard report clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,11 @@ test-all: $(STAMP)
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir outputs
+
+# make report SWEEP=outputs/multirun/<time> [ARGS="--out DIR"]: report.md + PNGs of a sweep
+report: $(STAMP)
+	@test -n "$(SWEEP)" || { echo "usage: make report SWEEP=<sweep dir, e.g. outputs/multirun/<time>>"; exit 2; }
+	$(PY) -m autoreg.analysis.report $(SWEEP) $(ARGS)
 
 clean:
 	rm -rf outputs/*/ .pytest_cache

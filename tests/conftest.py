@@ -10,6 +10,8 @@ import pytest
 from hydra import compose, initialize
 from omegaconf import DictConfig
 
+from autoreg.analysis.events import read_events  # noqa: F401  (the tests' TensorBoard reader)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 TINY = [
@@ -79,30 +81,3 @@ def offline(monkeypatch):
         if hasattr(cls, "mirrors"):
             monkeypatch.setattr(cls, "mirrors", ["http://127.0.0.1:9/"])
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", "http://127.0.0.1:9/cifar.tar.gz")
-
-
-def read_events(run_dir: Path) -> dict:
-    """Scalars (tag -> [values]), image tags, hparams and HParams metric names of one TB run."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    out = {"scalars": {}, "images": set(), "hparams": {}, "metrics": []}
-    for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
-        for event in EventFileLoader(str(path)).Load():
-            for value in event.summary.value:
-                plugin = value.metadata.plugin_data.plugin_name
-                if plugin == "hparams":
-                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
-                    if data.HasField("session_start_info"):
-                        for key, v in data.session_start_info.hparams.items():
-                            out["hparams"][key] = v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
-                    if data.HasField("experiment"):
-                        out["metrics"] = [m.name.tag for m in data.experiment.metric_infos]
-                elif plugin == "images" or value.HasField("image"):
-                    out["images"].add(value.tag)
-                elif value.HasField("simple_value") or plugin == "scalars":
-                    from tensorboard.util import tensor_util
-
-                    v = value.simple_value if value.HasField("simple_value") else float(tensor_util.make_ndarray(value.tensor))
-                    out["scalars"].setdefault(value.tag, []).append(v)
-    return out

@@ -61,7 +61,7 @@ def test_logger_and_callbacks_instantiate(tmp_path):
     logger = instantiate(cfg.logger)
     assert Path(logger.log_dir) == tmp_path
     names = {type(instantiate(c)).__name__ for c in cfg.callbacks.values()}
-    assert {"RunCheckpoint", "SampleGrid", "TQDMProgressBar"} <= names  # RunCheckpoint is a ModelCheckpoint
+    assert {"RunCheckpoint", "SampleGrid", "TQDMProgressBar", "ReceptiveFieldImage"} <= names  # RunCheckpoint is a ModelCheckpoint
 
 
 @pytest.mark.parametrize("name", options("experiment"))

@@ -1,17 +1,42 @@
-"""Sweep reports: `python -m autoreg.analysis.report <sweep dir>` writes <sweep dir>/report.md.
+"""Sweep reports: `python -m autoreg.analysis.report <sweep dir> [--out DIR]` (`make report SWEEP=...`).
 
-Each job of a Hydra multirun is a subdirectory holding `.hydra/overrides.yaml` (what it varied)
-and `metrics.json` (written by training at its end). A job without metrics.json is reported as
-failed, so one crashed job never hides the others.
+Each job of a Hydra multirun is a subdirectory holding `.hydra/overrides.yaml` (what it varied),
+`metrics.json` (final numbers, written by training at its end) and the TensorBoard event files
+(learning curves, sample grids and the run's flat hparams, read with tensorboard's own loader,
+`autoreg.analysis.events`). The report, written to DIR (default: the sweep dir), is
+
+- report.md: the settings all jobs share, the budget, a table of every job sorted by the swept
+  keys (final and best val/nll, bits/dim, parameters, steps, training time), a mean-over-seeds
+  table when `seed` is swept, and the reason each failed job gave;
+- val_nll.png: best val/nll against each swept key (one line per value of the other keys);
+- curves.png: training and validation NLL against steps, one line per job;
+- samples.png: the last `samples` grid of every job, side by side.
+
+A job without metrics.json is reported as failed, so one crashed job never hides the others.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
+import re
+import statistics
+from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import yaml
+from matplotlib.figure import Figure
+
+from autoreg.analysis.events import read_events
+
+CURVE_SMOOTHING = 0.9  # EMA weight of the plotted training NLL (TensorBoard's smoothing slider)
+MAX_LINES = 6  # val/nll plots: more settings of the other keys than this get dots, not lines
+MAX_TICKS = 12  # val/nll plots: at most this many labelled values on the x axis
+MAX_COLUMNS = 8  # sample grids: settings side by side, one row per seed
 
 
 @dataclass
@@ -23,6 +48,24 @@ class Job:
     @property
     def failed(self) -> bool:
         return not self.metrics
+
+    @cached_property
+    def events(self) -> dict[str, Any]:
+        return read_events(self.path)
+
+    @property
+    def failure(self) -> str:
+        """The error line the job logged (`job failed: ...` in train.log), if any."""
+        logs = sorted(self.path.glob("*.log"))
+        found = [m.group(1) for f in logs for m in re.finditer(r"job failed: (.*)", f.read_text(errors="replace"))]
+        return found[-1] if found else "no metrics.json: the job crashed or did not finish"
+
+    def best_bpd(self) -> float | None:
+        """bits/dim of the best val/nll (the same nats -> bits/dim factor as the final pair)."""
+        m = self.metrics
+        if "best/val/nll" in m and m.get("val/nll"):
+            return m["best/val/nll"] * m["val/bpd"] / m["val/nll"]
+        return None
 
 
 def read_jobs(sweep_dir: Path) -> list[Job]:
@@ -37,8 +80,8 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
 
 
 def swept_keys(jobs: list[Job]) -> list[str]:
-    """The override keys whose values differ between jobs, in a stable order."""
-    keys = sorted({k for job in jobs for k in job.overrides})
+    """The override keys whose values differ between jobs, in a stable order (seed last)."""
+    keys = sorted({k for job in jobs for k in job.overrides}, key=lambda k: (k == "seed", k))
     return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
 
 
@@ -49,44 +92,241 @@ def _sort_value(value: str | None):
         return (1, 0.0, str(value))
 
 
+def sort_jobs(jobs: list[Job], keys: list[str]) -> list[Job]:
+    return sorted(jobs, key=lambda j: [_sort_value(j.overrides.get(k)) for k in keys])
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
 def table(jobs: list[Job]) -> str:
     """A markdown table, one row per job, sorted by the swept keys."""
     keys = swept_keys(jobs) or sorted({k for job in jobs for k in job.overrides})[:1]
-    jobs = sorted(jobs, key=lambda j: [_sort_value(j.overrides.get(k)) for k in keys])
-    columns = ["final val/nll", "best val/nll", "val/bpd", "params", "steps", "train min"]
+    columns = ["final val/nll", "best val/nll", "best val/bpd", "params", "steps", "train min (wall)"]
     lines = ["| " + " | ".join(keys + columns) + " |", "|" + "---|" * (len(keys) + len(columns))]
-    for job in jobs:
+    for job in sort_jobs(jobs, keys):
         m = job.metrics
         cells = [job.overrides.get(k, "") for k in keys]
         if job.failed:
             cells += ["FAILED"] + [""] * (len(columns) - 1)
         else:
             cells += [
-                f"{m['val/nll']:.2f}" if "val/nll" in m else "",
-                f"{m['best/val/nll']:.2f}" if "best/val/nll" in m else "",
-                f"{m['val/bpd']:.4f}" if "val/bpd" in m else "",
-                f"{int(m['params']):,}" if "params" in m else "",
-                str(int(m.get("global_step", 0))),
-                f"{m.get('train_seconds', 0) / 60:.1f}",
+                _fmt(m.get("val/nll"), ".2f"),
+                _fmt(m.get("best/val/nll"), ".2f"),
+                _fmt(job.best_bpd(), ".4f"),
+                _fmt(m.get("params"), ",.0f"),
+                _fmt(m.get("global_step"), ".0f"),
+                _fmt(m["train_seconds"] / 60 if "train_seconds" in m else None, ".1f"),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_report(sweep_dir: Path) -> Path:
+def seed_table(jobs: list[Job]) -> str:
+    """Best val/nll averaged over seeds, one row per setting of the other swept keys."""
+    keys = [k for k in swept_keys(jobs) if k != "seed"]
+    groups: dict[tuple, list[Job]] = defaultdict(list)
+    for job in sort_jobs([j for j in jobs if not j.failed], keys):
+        groups[tuple(job.overrides.get(k, "") for k in keys)].append(job)
+    columns = ["seeds", "best val/nll mean", "std", "min", "max", "best val/bpd mean"]
+    lines = ["| " + " | ".join(keys + columns) + " |", "|" + "---|" * (len(keys) + len(columns))]
+    for values, group in groups.items():
+        nll = [j.metrics["best/val/nll"] for j in group]
+        bpd = [j.best_bpd() for j in group]
+        std = statistics.stdev(nll) if len(nll) > 1 else math.nan
+        cells = [*values, str(len(group)), f"{statistics.mean(nll):.2f}", f"{std:.2f}", f"{min(nll):.2f}",
+                 f"{max(nll):.2f}", f"{statistics.mean(bpd):.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _short(value: str) -> str:
+    """A swept value for a legend or tick: numbers to 4 significant digits."""
+    return f"{float(value):.4g}" if _sort_value(value)[0] == 0 else value
+
+
+def _label(job: Job, keys: list[str]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={_short(job.overrides.get(k, ''))}" for k in keys) or job.path.name
+
+
+def plot_against_keys(jobs: list[Job], out: Path) -> Path | None:
+    """Best val/nll against each swept key (seed aside): one line per setting of the other keys,
+    through the mean over seeds, with every job as a dot. A search that varies everything at once
+    (e.g. Optuna's) gets dots only: its lines would have one point each."""
+    done = [j for j in jobs if not j.failed and "best/val/nll" in j.metrics]
+    keys = [k for k in swept_keys(jobs) if k != "seed"]
+    if not done or not keys:
+        return None
+    fig = Figure(figsize=(5 * len(keys), 4), layout="constrained")
+    for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
+        values = sorted({j.overrides[key] for j in done}, key=_sort_value)
+        numeric = all(_sort_value(v)[0] == 0 for v in values)
+        x_of = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
+        others = [k for k in keys if k != key]
+        lines: dict[str, list[Job]] = defaultdict(list)
+        for job in done:
+            lines[_label(job, others) if others else ""].append(job)
+        if len(lines) > MAX_LINES or all(len({j.overrides[key] for j in g}) == 1 for g in lines.values()):
+            ax.scatter([x_of[j.overrides[key]] for j in done], [j.metrics["best/val/nll"] for j in done], s=14)
+        else:
+            for name, group in sorted(lines.items()):
+                by_value: dict[str, list[float]] = defaultdict(list)
+                for job in group:
+                    by_value[job.overrides[key]].append(job.metrics["best/val/nll"])
+                xs = sorted(by_value, key=_sort_value)
+                (line,) = ax.plot([x_of[v] for v in xs], [statistics.mean(by_value[v]) for v in xs], marker="o", label=name or None)
+                for v in xs:
+                    ax.scatter([x_of[v]] * len(by_value[v]), by_value[v], s=12, color=line.get_color(), alpha=0.5)
+            if others:
+                ax.legend(fontsize=8)
+        if numeric and min(x_of.values()) > 0 and max(x_of.values()) / min(x_of.values()) >= 20:
+            ax.set_xscale("log")  # e.g. learning rates
+        elif len(values) <= MAX_TICKS:
+            ax.set_xticks([x_of[v] for v in values], [_short(v) for v in values])
+        ax.set_xlabel(key)
+        ax.set_ylabel("best val/nll (nats per image)")
+        ax.grid(alpha=0.3)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def _ema(values: list[float], weight: float) -> list[float]:
+    out, last = [], values[0] if values else 0.0
+    for v in values:
+        last = weight * last + (1 - weight) * v
+        out.append(last)
+    return out
+
+
+def plot_curves(jobs: list[Job], out: Path) -> Path | None:
+    """Training NLL (EMA-smoothed) and validation NLL against the step, one line per job."""
+    keys = swept_keys(jobs)
+    runs = [(j, j.events) for j in sort_jobs(jobs, keys)]
+    runs = [(j, e) for j, e in runs if "train/nll" in e["scalars"] or "val/nll" in e["scalars"]]
+    if not runs:
+        return None
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for job, events in runs:
+        if "train/nll" in events["scalars"]:
+            axes[0].plot(events["steps"]["train/nll"], _ema(events["scalars"]["train/nll"], CURVE_SMOOTHING), label=_label(job, keys))
+        if "val/nll" in events["scalars"]:
+            axes[1].plot(events["steps"]["val/nll"], events["scalars"]["val/nll"], marker="o", ms=3, label=_label(job, keys))
+    for ax, name in zip(axes, (f"train/nll (EMA {CURVE_SMOOTHING})", "val/nll")):
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"{name}, nats per image")
+        ax.grid(alpha=0.3)
+    # the first steps' NLL (hundreds of nats) would flatten everything after them
+    finals = [e["scalars"]["val/nll"][-1] for _, e in runs if "val/nll" in e["scalars"]]
+    if finals:
+        for ax in axes:
+            ax.set_ylim(min(finals) * 0.95, max(finals) * 1.3)
+    axes[1].legend(fontsize=7, loc="upper right")
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def plot_samples(jobs: list[Job], out: Path) -> Path | None:
+    """The last `samples` grid of every job that logged one, titled by its swept values: one
+    column per setting and one row per seed when seeds are swept, else rows of 6."""
+    import matplotlib.image
+
+    keys = swept_keys(jobs)
+    grids = [(j, j.events["images"]["samples"][-1]) for j in sort_jobs(jobs, keys) if "samples" in j.events["images"]]
+    if not grids:
+        return None
+    others = [k for k in keys if k != "seed"]
+    settings = sorted({tuple(j.overrides.get(k, "") for k in others) for j in jobs}, key=lambda t: [_sort_value(v) for v in t])
+    if "seed" in keys and others and len(settings) <= MAX_COLUMNS:
+        seeds = sorted({j.overrides["seed"] for j in jobs}, key=_sort_value)
+        ncols, nrows = len(settings), len(seeds)
+        cell = {id(j): seeds.index(j.overrides["seed"]) * ncols + settings.index(tuple(j.overrides.get(k, "") for k in others)) for j, _ in grids}
+    else:
+        ncols = min(len(grids), 6)
+        nrows = math.ceil(len(grids) / ncols)
+        cell = {id(j): i for i, (j, _) in enumerate(grids)}
+    fig = Figure(figsize=(2.3 * ncols, 2.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).flatten()
+    for ax in axes:
+        ax.axis("off")
+    for job, (step, png) in grids:
+        ax = axes[cell[id(job)]]
+        ax.imshow(matplotlib.image.imread(io.BytesIO(png), format="png"), interpolation="nearest")
+        ax.set_title(f"{_label(job, keys)}\nstep {step}", fontsize=7)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def shared_settings(jobs: list[Job]) -> str:
+    """The settings (the run's flat hparams, from its saved config) every finished job shares."""
+    from omegaconf import OmegaConf
+
+    from autoreg.cli import flat_hparams
+
+    settings = [
+        flat_hparams(OmegaConf.load(j.path / ".hydra" / "config.yaml"), **{"data.source_used": j.events["hparams"].get("data.source_used")})
+        for j in jobs
+        if not j.failed and (j.path / ".hydra" / "config.yaml").is_file()
+    ]
+    if not settings:
+        return ""
+    swept = set(swept_keys(jobs))
+    same = {k: v for k, v in settings[0].items() if k not in swept and all(s.get(k) == v for s in settings)}
+    return ", ".join(f"{k}={v}" for k, v in sorted(same.items()))
+
+
+def budget(jobs: list[Job]) -> str:
+    done = [j for j in jobs if not j.failed]
+    steps = sorted({int(j.metrics.get("global_step", 0)) for j in done})
+    minutes = sum(j.metrics.get("train_seconds", 0) for j in done) / 60
+    return f"{'/'.join(map(str, steps))} optimizer steps per job; {minutes:.1f} min of training (wall clock) in all ({len(done)} jobs)."
+
+
+def write_report(sweep_dir: Path, out_dir: Path | None = None) -> Path:
+    sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir)
     if not jobs:
         raise SystemExit(f"error: no jobs (*/.hydra/overrides.yaml) under {sweep_dir}; pass a multirun sweep dir")
-    out = Path(sweep_dir) / "report.md"
-    failed = sum(job.failed for job in jobs)
-    out.write_text(f"# Sweep report: {sweep_dir}\n\n{len(jobs)} jobs, {failed} failed.\n\n{table(jobs)}\n")
-    return out
+    out_dir = Path(out_dir or sweep_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed = [j for j in jobs if j.failed]
+    keys = swept_keys(jobs)
+    parts = [
+        f"# Sweep report: {sweep_dir}",
+        f"{len(jobs)} jobs, {len(failed)} failed. Swept: {', '.join(keys) or 'nothing'}.",
+        f"Budget: {budget(jobs)}",
+    ]
+    settings = shared_settings(jobs)
+    if settings:
+        parts.append(f"Settings shared by all jobs: {settings}.")
+    optuna_best = sweep_dir / "optimization_results.yaml"
+    if optuna_best.is_file():
+        parts.append(f"Optuna's best trial (`optimization_results.yaml`):\n```\n{optuna_best.read_text().strip()}\n```")
+    parts += ["## Jobs", "Sorted by the swept keys; nats per image; bits/dim of the best val/nll.", table(jobs)]
+    if "seed" in keys and len(keys) > 1 and len(failed) < len(jobs):
+        parts += ["## Mean over seeds", seed_table(jobs)]
+    figures = [
+        ("val/nll against the swept keys", plot_against_keys(jobs, out_dir / "val_nll.png")),
+        ("Learning curves", plot_curves(jobs, out_dir / "curves.png")),
+        ("Samples: the last grid of each job", plot_samples(jobs, out_dir / "samples.png")),
+    ]
+    for title, path in figures:
+        if path is not None:
+            parts += [f"## {title}", f"![{title}]({path.name})"]
+    if failed:
+        parts += ["## Failed jobs", "\n".join(f"- `{j.path.name}`: {j.failure}" for j in failed)]
+    report = out_dir / "report.md"
+    report.write_text("\n\n".join(parts) + "\n")
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path)
-    print(write_report(parser.parse_args(argv).sweep_dir))
+    parser.add_argument("--out", type=Path, help="directory for report.md and its PNGs (default: the sweep dir)")
+    args = parser.parse_args(argv)
+    print(write_report(args.sweep_dir, args.out))
 
 
 if __name__ == "__main__":
