@@ -188,8 +188,9 @@ class ReceptiveFieldImage(pl.Callback):
         dm = trainer.datamodule
         if not trainer.is_global_zero or not isinstance(trainer.logger, pl.loggers.TensorBoardLogger) or dm is None:
             return
-        self.x = validation_images(dm, self.num).to(pl_module.device)
-        self.start = trainer.global_step, gradient_map(pl_module.net, self.x, self._pixel(pl_module))
+        with torch.random.fork_rng(devices=[]):  # a picture must not change the run's random stream
+            self.x = validation_images(dm, self.num).to(pl_module.device)
+            self.start = trainer.global_step, gradient_map(pl_module.net, self.x, self._pixel(pl_module))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         if self.start is None:
