@@ -37,7 +37,10 @@ def test_ddp_on_cpu_shards_data_and_val_nll_equals_single_process_eval(tmp_path)
     datamodule = build_datamodule(compose_train(data).data)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     (single,) = trainer.validate(module, datamodule=datamodule, verbose=False)
-    assert abs(metrics["val/nll"] - single["val/nll"]) < 1e-5, (metrics["val/nll"], single["val/nll"])
+    # float32 convolutions on shards of 4 vs batches of 11 round differently: ~1e-8 relative seen
+    # (1e-5 absolute is a float32 ulp at ~544 nats), while one lost or repeated image would move the
+    # mean by nats
+    assert metrics["val/nll"] == pytest.approx(single["val/nll"], rel=1e-6), (metrics["val/nll"], single["val/nll"])
     assert len(datamodule.splits["val"]) == 11
 
     # only rank 0 writes: one event file, one grid per validation, no step logged twice
