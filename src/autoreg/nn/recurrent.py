@@ -101,7 +101,8 @@ def gate_conv(
 
     The cell update is elementwise, coupling channel m of every gate with hidden channel m, so each
     block carries the hidden state's channel groups (R -> G -> B), not one grouping over all
-    blocks * hidden outputs.
+    blocks * hidden outputs. The layers apply its masked weight themselves (the Row LSTM without
+    the always-zero taps right of the centre, the Diagonal BiLSTM as a matrix product).
     """
     conv = MaskedConv2d(in_channels, blocks * hidden, kernel_size, "B", data_channels)
     conv.mask = causal_mask(hidden, in_channels, conv.kernel_size, "B", data_channels).repeat(blocks, 1, 1, 1)
