@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize
 from omegaconf import DictConfig
 
@@ -36,6 +37,16 @@ def compose_train(overrides: list[str] = (), output_dir: Path | None = None) -> 
     extra = [f"paths.output_dir={output_dir}"] if output_dir else ["paths.output_dir=unused"]
     with initialize(version_base="1.3", config_path="../conf"):
         return compose(config_name="train", overrides=list(overrides) + extra)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and two-thread ops stall badly when other processes
+    share the cores; tests opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

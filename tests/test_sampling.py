@@ -11,14 +11,7 @@ from autoreg.models.pixelrnn import PixelRNN
 from autoreg.sampling import FastSamplingUnsupported, has_fast_path, sample
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from threads, and two-thread ops slow down badly when other
-    # processes share the two cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_pixelcnn(channels: int, size: int, distribution, residual: bool, dilation: int = 1, seed: int = 0):
@@ -82,6 +75,17 @@ def test_completion_keeps_given_pixels_and_agrees(family):
     assert not torch.equal(fast, known)
 
 
+def assert_completion_agrees(model, known, mask, noise):
+    """Fast and naive completions: same pixels, given ones kept, probabilities within 1e-5 of
+    each other and of one forward pass over the result."""
+    naive, naive_probs = sample(model, method="naive", known=known, known_mask=mask, noise=noise, return_probs=True)
+    fast, fast_probs = sample(model, method="fast", known=known, known_mask=mask, noise=noise, return_probs=True)
+    assert torch.equal(fast, naive)
+    assert torch.equal(fast[mask], known[mask])
+    assert (fast_probs - naive_probs).abs().max() < 1e-5
+    assert torch.allclose(fast_probs, exact_probs(model, fast), atol=1e-5)
+
+
 def test_completion_with_scattered_given_subpixels():
     c, size, distribution, residual, dilation = FAMILIES["plain-cat256-rgb-dilated"]
     model = tiny_pixelcnn(c, size, distribution, residual, dilation)
@@ -91,12 +95,7 @@ def test_completion_with_scattered_given_subpixels():
     mask[:, :, 0, :2] = True  # a given prefix: the fast sampler starts from a full pass
     mask[:, :, -1, 1:] = True  # a given suffix: drawing stops before it
     noise = torch.rand((3, c, size, size), generator=generator)
-    naive, naive_probs = sample(model, method="naive", known=known, known_mask=mask, noise=noise, return_probs=True)
-    fast, fast_probs = sample(model, method="fast", known=known, known_mask=mask, noise=noise, return_probs=True)
-    assert torch.equal(fast, naive)
-    assert torch.equal(fast[mask], known[mask])
-    assert (fast_probs - naive_probs).abs().max() < 1e-5
-    assert torch.allclose(fast_probs, exact_probs(model, fast), atol=1e-5)
+    assert_completion_agrees(model, known, mask, noise)
 
 
 def test_same_seed_same_images_for_any_batch_size():
@@ -191,12 +190,7 @@ def test_row_lstm_completion_agrees_with_naive(family):
     mask[:, :, 2, :3] = True
     mask[:, :, -1, 1:] = True  # a given suffix: drawing stops before it
     noise = torch.rand((3, c, size, size), generator=generator)
-    naive, naive_probs = sample(model, method="naive", known=known, known_mask=mask, noise=noise, return_probs=True)
-    fast, fast_probs = sample(model, method="fast", known=known, known_mask=mask, noise=noise, return_probs=True)
-    assert torch.equal(fast, naive)
-    assert torch.equal(fast[mask], known[mask])
-    assert (fast_probs - naive_probs).abs().max() < 1e-5
-    assert torch.allclose(fast_probs, exact_probs(model, fast), atol=1e-5)
+    assert_completion_agrees(model, known, mask, noise)
 
 
 def test_diagonal_bilstm_is_naive_only():
