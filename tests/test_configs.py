@@ -7,7 +7,8 @@ import pytest
 from hydra.utils import instantiate
 
 from autoreg.cli import build_datamodule
-from autoreg.config import validate
+from autoreg import config
+from autoreg.config import resolve_precision, validate
 from autoreg.data import IMAGE_SHAPES
 from autoreg.module import AutoregressiveModule
 from omegaconf import OmegaConf
@@ -47,6 +48,7 @@ def test_data_configs(name):
 @pytest.mark.parametrize("name", [n for n in options("trainer") if n != "gpu"])
 def test_trainer_configs(name, tmp_path):
     cfg = compose_train([f"trainer={name}"], tmp_path)
+    resolve_precision(cfg)  # train() does this before building the Trainer
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
@@ -76,3 +78,19 @@ def test_lab_preset_is_the_labs_network():
     m = cfg.model
     assert (m.kernel, m.first_kernel, m.depth, m.channels, m.residual) == (7, 7, 5, 64, False)
     assert cfg.data.batch_size == 64 and cfg.optim.lr == 1e-3
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_precision_auto_picks_bf16_only_where_it_is_fast(fast, monkeypatch):
+    monkeypatch.setattr(config, "fast_bf16", lambda device: fast)
+    cfg = compose_train(["trainer.accelerator=cpu"])
+    assert cfg.trainer.precision == "auto"  # the default
+    note = resolve_precision(cfg)
+    assert cfg.trainer.precision == ("bf16-mixed" if fast else "32-true")
+    assert note.startswith(f"trainer.precision=auto -> {cfg.trainer.precision}") and "fp32" in note
+
+
+def test_precision_chosen_by_the_user_is_kept(monkeypatch):
+    monkeypatch.setattr(config, "fast_bf16", lambda device: True)
+    cfg = compose_train(["trainer.precision=32-true"])
+    assert resolve_precision(cfg) is None and cfg.trainer.precision == "32-true"

@@ -72,3 +72,15 @@ def test_too_large_val_size_is_an_error(tmp_path):
     write_tiny_mnist(tmp_path)
     with pytest.raises(DataError, match="data.val_size=40"):
         ImageDataModule(root=str(tmp_path), val_size=40).setup("fit")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_splits_live_on_the_gpu_when_training_there(tmp_path):
+    from types import SimpleNamespace
+
+    write_tiny_mnist(tmp_path)
+    dm = ImageDataModule(root=str(tmp_path), val_size=8, batch_size=16)
+    dm.setup("fit")
+    dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cuda", 0)), global_rank=0, world_size=1)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.is_cuda and y.is_cuda and dm.splits["train"].images.is_cuda

@@ -25,7 +25,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from autoreg.checkpoint import RunCheckpoint, prepare_resume, run_dir_checkpoint
-from autoreg.config import ConfigError, check_choice, check_int, check_positive, validate
+from autoreg.config import ConfigError, check_choice, check_int, check_positive, resolve_precision, validate
 from autoreg.data import IMAGE_SHAPES, ImageDataModule
 from autoreg.errors import OutputError, UserError
 from autoreg.module import AutoregressiveModule
@@ -84,6 +84,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     output_dir = Path(cfg.paths.output_dir)
     ensure_writable(output_dir)
     ckpt_path, in_place, resumed_at = prepare_resume(cfg, output_dir)
+    precision_note = resolve_precision(cfg)
+    if precision_note:
+        log.info(precision_note)
     pl.seed_everything(cfg.seed, workers=True)
     module = AutoregressiveModule(
         model=OmegaConf.to_container(cfg.model, resolve=True),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
-from omegaconf import DictConfig, OmegaConf
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from autoreg.errors import UserError
 
@@ -108,6 +109,35 @@ def validate(cfg: DictConfig) -> None:
     check_int(cfg, "data.batch_size")
     check_positive(cfg, "data.val_size")
     check_positive(cfg, "optim.lr")
+
+
+def fast_bf16(device_type: str) -> bool:
+    """Whether this machine multiplies bf16 natively: a CUDA GPU with bf16 (Ampere or later) or a
+    CPU with AVX512-BF16 or AMX, whose oneDNN kernels then run bf16 convolutions about twice as
+    fast as fp32 (experiments/benchmarks/train_speed.md)."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type != "cpu":
+        return False
+    # NOTE: private torch helpers (torch.cpu), absent ones count as "no"
+    return any(getattr(torch.cpu, name, lambda: False)() for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def resolve_precision(cfg: DictConfig) -> str | None:
+    """`trainer.precision=auto` (the default): bf16-mixed where `fast_bf16`, else 32-true; written
+    back into the config (so the run's hparams show it). Returns the line to log, or None when the
+    user chose a precision. The likelihood is computed in fp32 either way (AutoregressiveModule)."""
+    if cfg.trainer.get("precision") != "auto":
+        return None
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    device = "cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()) else accelerator
+    fast = fast_bf16(device)
+    with open_dict(cfg):
+        cfg.trainer.precision = "bf16-mixed" if fast else "32-true"
+    why = "this {} runs bf16 natively".format("GPU" if device == "cuda" else "CPU (AVX512-BF16/AMX)") if fast else (
+        f"no fast bf16 on this {device}"
+    )
+    return f"trainer.precision=auto -> {cfg.trainer.precision} ({why}; evaluation and sampling stay fp32; set trainer.precision=32-true to train in fp32)"
 
 
 def job_dirname(overrides: str, max_len: int = 120) -> str:

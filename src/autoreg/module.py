@@ -8,6 +8,10 @@ Reliability (see also autoreg.checkpoint):
 - `val/nll` and `test/nll` are exact means over the split: each process sums its per-image NLLs in
   float64 and counts its images, the sums and counts are added across processes, then divided; so
   DDP gives the single-process number (no padded duplicates, no mean of means).
+- Mixed precision (`trainer.precision=bf16-mixed`, the default where bf16 is fast) speeds up
+  training only: the likelihood is computed in fp32 from the network's output, and validation,
+  test and the sample grids run the whole network in fp32, so `val/nll` is the exact NLL of the
+  distribution that sample.py draws from.
 - A non-finite loss or gradient stops training with one line that names the step and the batch;
   nothing is saved after it, so the last checkpoint on disk is the last good one.
 - Checkpoints carry every process's RNG state (torch, CUDA, numpy, python), restored on resume.
@@ -76,7 +80,13 @@ class AutoregressiveModule(pl.LightningModule):
             )
         return module
 
+    def on_fit_start(self) -> None:
+        if self.device.type == "cuda":  # cuDNN's bf16/fp16 tensor-core convolutions prefer NHWC
+            self.net.to(memory_format=torch.channels_last)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if x.is_cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x, y)
 
     def nll(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,7 +159,8 @@ class AutoregressiveModule(pl.LightningModule):
         x, y = batch
         if len(x) == 0:  # a process's share of the last global batch can be empty (see ShardedBatches)
             return
-        nll = self.nll(x, y).detach().double()
+        with torch.autocast(x.device.type, enabled=False):  # fp32 even under bf16-mixed training
+            nll = self.nll(x, y).detach().double()
         self._eval_sums += torch.stack([nll.sum(), torch.tensor(float(len(x)), dtype=torch.float64, device=nll.device)])
 
     def _log_eval(self, stage: str) -> None:

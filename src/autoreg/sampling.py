@@ -115,7 +115,9 @@ def sample(
         distribution's `probs` lays them out ((num, C, H, W) for Bernoulli, (num, C, K, H, W) for
         a K-way categorical), given pixels included.
 
-    The model is put in eval mode for the call and its training flag restored after.
+    The model is put in eval mode for the call and its training flag restored after. It runs in
+    its parameters' dtype even inside an autocast region (fp32 under bf16-mixed training), the
+    precision `val/nll` is measured in.
     """
     if method not in METHODS:
         raise ValueError(f"sampling method {method!r} is not allowed; choose one of: {', '.join(METHODS)}")
@@ -154,7 +156,7 @@ def sample(
     starts = range(0, num, batch_size)
     bar = tqdm(total=len(starts) * shape[1], unit="row", desc=f"sampling ({method})", disable=not progress)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, enabled=False):
             for s in starts:
                 part = slice(s, s + batch_size)
                 labels = y[part] if y is not None else None
