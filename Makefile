@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup train test test-all tensorboard report clean
+.PHONY: setup train test test-all tensorboard report bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,13 @@ tensorboard: $(STAMP)
 report: $(STAMP)
 	@test -n "$(SWEEP)" || { echo "usage: make report SWEEP=<sweep dir, e.g. outputs/multirun/<time>>"; exit 2; }
 	$(PY) -m autoreg.analysis.report $(SWEEP) $(ARGS)
+
+# make bench [QUALITY=<steps>]: experiments/benchmarks/train_speed.md (autoreg vs the lab's program;
+# QUALITY: steps of the fp32-vs-bf16 val NLL check, 0 skips it) and model_speed.md (PixelCNN vs
+# PixelRNN). Run it on an otherwise idle machine.
+bench: $(STAMP)
+	$(PY) experiments/benchmarks/train_speed.py --out experiments/benchmarks/train_speed.md$(if $(QUALITY), --quality $(QUALITY))
+	$(PY) experiments/benchmarks/model_speed.py --cells lstm gru --out experiments/benchmarks/model_speed.md
 
 clean:
 	rm -rf outputs/*/ .pytest_cache

@@ -1,8 +1,6 @@
 """Shared fixtures: configs composed exactly as train.py composes them, sized to run in seconds."""
 from __future__ import annotations
 
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,7 @@ from hydra import compose, initialize
 from omegaconf import DictConfig
 
 from autoreg.analysis.events import read_events  # noqa: F401  (the tests' TensorBoard reader)
+from autoreg.data.sources import write_idx, write_mnist  # noqa: F401  (write_idx: used by test modules)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,18 +56,6 @@ def tiny_cfg(tmp_path):
     return make
 
 
-def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
-    """Write `array` (uint8) in the IDX format of the MNIST files (magic 0x0000 08 <ndim>)."""
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if compress:
-        with gzip.open(str(path) + ".gz", "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-
-
 def write_tiny_mnist(root: Path, n_train: int = 40, n_test: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
     """Tiny MNIST in torchvision's on-disk layout (<root>/MNIST/raw/*-ubyte)."""
     rng = np.random.default_rng(seed)
@@ -78,8 +65,7 @@ def write_tiny_mnist(root: Path, n_train: int = 40, n_test: int = 10, seed: int 
         "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
         "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8),
     }
-    for name, array in arrays.items():
-        write_idx(root / "MNIST" / "raw" / name, array)
+    write_mnist(root, *arrays.values())
     return arrays
 
 

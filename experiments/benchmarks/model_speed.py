@@ -20,27 +20,18 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from autoreg.distributions import Bernoulli
 from autoreg.models import MODELS
 
+from common import Machine, can_measure_memory, peak_rss_mib, reset_peak, rss_mib
+
 SIZE = 28
-
-
-def _status_mib(field: str) -> float:
-    """A memory field of /proc/self/status (Linux), in MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise KeyError(field)
 
 
 def _trainer(name: str, kwargs: dict, depth: int, channels: int, batch: int):
@@ -60,17 +51,17 @@ def _trainer(name: str, kwargs: dict, depth: int, channels: int, batch: int):
 
 def _peak_memory(name: str, kwargs: dict, args: argparse.Namespace) -> float:
     """Peak RSS growth over two training steps, in a fresh process (Linux: /proc; else NaN)."""
-    if not Path("/proc/self/clear_refs").exists():
+    if not can_measure_memory():
         return float("nan")
     if args.threads:
         torch.set_num_threads(args.threads)
     _trainer(name, kwargs, 1, 2, 1)()  # the libraries' one-off buffers and thread pools
-    Path("/proc/self/clear_refs").write_text("5")  # reset the peak (VmHWM) to the current RSS
-    base = _status_mib("VmRSS")
+    reset_peak()
+    base = rss_mib()
     step = _trainer(name, kwargs, args.depth, args.channels, args.batch)
     step()
     step()
-    return _status_mib("VmHWM") - base
+    return peak_rss_mib() - base
 
 
 def main() -> None:
@@ -98,7 +89,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|",
     ]
     print(lines[0] + "\n" + lines[1], flush=True)
-    load = os.getloadavg()[0]
+    machine = Machine()
     # Timing: all models in this process, their windows interleaved, so that they share the
     # machine's state (and any change in its load) alike.
     steps = [_trainer(name, kwargs, args.depth, args.channels, args.batch) for _, name, kwargs in runs]
@@ -124,8 +115,7 @@ def main() -> None:
         print(line, flush=True)
     setup = (
         f"batch {args.batch} of {SIZE}x{SIZE} binary images, median of {args.windows} windows x {args.steps} steps, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-        f"load average {load:.2f} at start, {os.getloadavg()[0]:.2f} at end"
+        + machine.line()
     )
     print(setup)
     if args.out:

@@ -23,7 +23,6 @@ The issue's targets (2-core CPU, batch 16): lab >= 100x, default >= 30x, row_lst
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +33,8 @@ from autoreg.distributions import Bernoulli
 from autoreg.models.pixelcnn import PixelCNN
 from autoreg.models.pixelrnn import PixelRNN
 from autoreg.sampling import sample
+
+from common import Machine
 
 SIZE = 28
 MODELS = {  # key: (table label, builder)
@@ -72,6 +73,7 @@ def main() -> None:
         "--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="which models to time (default: all)"
     )
     args = parser.parse_args()
+    machine = Machine()
 
     rows = args.naive_rows or SIZE
     naive_header = "naive s" if rows == SIZE else f"naive s (timed on {rows}/{SIZE} rows, x{SIZE / rows:g})"
@@ -105,10 +107,7 @@ def main() -> None:
         line = f"| {name} | {args.batch} | {naive_s:.1f} | {fast_s:.3f} | {naive_s / fast_s:.0f}x | {same} |"
         lines.append(line)
         print(line, flush=True)
-    setup = (
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
-        f"fast = median of {args.repeats} runs"
-    )
+    setup = f"fast = median of {args.repeats} runs, " + machine.line()
     print(setup)
     if args.out:
         command = " ".join([".venv/bin/python", "experiments/benchmarks/sampling_speed.py", *sys.argv[1:]])

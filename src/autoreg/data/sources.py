@@ -63,6 +63,26 @@ def check_idx(path: str) -> None:
         )
 
 
+def write_idx(path, array: np.ndarray, compress: bool = False) -> None:
+    """Write `array` (uint8) in the IDX format of the MNIST files (magic 0x0000 08 <ndim>)."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + np.asarray(array).astype(np.uint8).tobytes()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if compress:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(data)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
+
+
+def write_mnist(root, train_images, train_labels, test_images, test_labels) -> None:
+    """The four MNIST IDX files (uint8 images (N, 28, 28), labels (N,)) in torchvision's layout,
+    <root>/MNIST/raw/, where `torchvision.datasets.MNIST(root)` and data.root=<root> read them."""
+    for name, array in zip(MNIST_FILES, (train_images, train_labels, test_images, test_labels)):
+        write_idx(os.path.join(root, "MNIST", "raw", name), np.asarray(array))
+
+
 def _check_local_files(dataset: str, root: str) -> None:
     """Damaged local files are an error, not a reason to download or fall back."""
     if dataset == "mnist":
