@@ -30,11 +30,12 @@ report: $(STAMP)
 	$(PY) -m autoreg.analysis.report $(SWEEP) $(ARGS)
 
 # make bench [QUALITY=<steps>]: experiments/benchmarks/train_speed.md (autoreg vs the lab's program;
-# QUALITY: steps of the fp32-vs-bf16 val NLL check, 0 skips it) and model_speed.md (PixelCNN vs
-# PixelRNN). Run it on an otherwise idle machine.
+# QUALITY: steps of the fp32-vs-bf16 val NLL check, 0 skips it) and model_speed(_bf16).md (PixelCNN vs
+# PixelRNN, fp32 and bf16). Run it on an otherwise idle machine.
 bench: $(STAMP)
 	$(PY) experiments/benchmarks/train_speed.py --out experiments/benchmarks/train_speed.md$(if $(QUALITY), --quality $(QUALITY))
 	$(PY) experiments/benchmarks/model_speed.py --cells lstm gru --out experiments/benchmarks/model_speed.md
+	$(PY) experiments/benchmarks/model_speed.py --cells lstm gru --bf16 --out experiments/benchmarks/model_speed_bf16.md
 
 clean:
 	rm -rf outputs/*/ .pytest_cache

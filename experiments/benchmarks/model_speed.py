@@ -10,6 +10,7 @@ libraries): weights, Adam state, activations and the allocator's slack.
 
     .venv/bin/python experiments/benchmarks/model_speed.py
     .venv/bin/python experiments/benchmarks/model_speed.py --cells lstm gru --out results.md
+    .venv/bin/python experiments/benchmarks/model_speed.py --cells lstm gru --bf16   # bf16-mixed's speed
 
 The issue's target: each PixelRNN within 4x of PixelCNN's training time per image. Run it on an
 otherwise idle machine: a recurrent model issues thousands of small ops per step, and on a busy
@@ -34,8 +35,9 @@ from common import Machine, can_measure_memory, peak_rss_mib, reset_peak, rss_mi
 SIZE = 28
 
 
-def _trainer(name: str, kwargs: dict, depth: int, channels: int, batch: int):
-    """One forward + backward + Adam step of a fresh model on a fixed random binary batch."""
+def _trainer(name: str, kwargs: dict, depth: int, channels: int, batch: int, bf16: bool = False):
+    """One forward + backward + Adam step of a fresh model on a fixed random binary batch; with
+    `bf16`, the forward under CPU bf16 autocast and the nll in fp32, as bf16-mixed training does."""
     torch.manual_seed(0)
     x = (torch.rand(batch, 1, SIZE, SIZE) < 0.5).float()
     model = MODELS[name]((1, SIZE, SIZE), Bernoulli(), depth=depth, channels=channels, **kwargs)
@@ -43,7 +45,9 @@ def _trainer(name: str, kwargs: dict, depth: int, channels: int, batch: int):
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        model.distribution.nll(model(x), x).mean().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            params = model(x)
+        model.distribution.nll(params, x).mean().backward()
         optimizer.step()
 
     return step
@@ -58,7 +62,7 @@ def _peak_memory(name: str, kwargs: dict, args: argparse.Namespace) -> float:
     _trainer(name, kwargs, 1, 2, 1)()  # the libraries' one-off buffers and thread pools
     reset_peak()
     base = rss_mib()
-    step = _trainer(name, kwargs, args.depth, args.channels, args.batch)
+    step = _trainer(name, kwargs, args.depth, args.channels, args.batch, args.bf16)
     step()
     step()
     return peak_rss_mib() - base
@@ -73,6 +77,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="training steps per timed window")
     parser.add_argument("--cells", nargs="+", default=["lstm"], choices=["lstm", "gru"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (trainer.precision=bf16-mixed); default fp32")
     parser.add_argument("--out", default=None, help="also write the table (markdown) to this file")
     args = parser.parse_args()
     if args.threads:
@@ -92,7 +97,7 @@ def main() -> None:
     machine = Machine()
     # Timing: all models in this process, their windows interleaved, so that they share the
     # machine's state (and any change in its load) alike.
-    steps = [_trainer(name, kwargs, args.depth, args.channels, args.batch) for _, name, kwargs in runs]
+    steps = [_trainer(name, kwargs, args.depth, args.channels, args.batch, args.bf16) for _, name, kwargs in runs]
     rates = [[] for _ in runs]
     for step in steps:
         step()  # warm-up
@@ -114,7 +119,8 @@ def main() -> None:
         lines.append(line)
         print(line, flush=True)
     setup = (
-        f"batch {args.batch} of {SIZE}x{SIZE} binary images, median of {args.windows} windows x {args.steps} steps, "
+        f"batch {args.batch} of {SIZE}x{SIZE} binary images, {'bf16 autocast' if args.bf16 else 'fp32'}, "
+        f"median of {args.windows} windows x {args.steps} steps, "
         + machine.line()
     )
     print(setup)
