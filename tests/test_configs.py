@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
 from autoreg.cli import build_datamodule
@@ -81,13 +82,18 @@ def test_lab_preset_is_the_labs_network():
 
 
 @pytest.mark.parametrize("fast", [True, False])
-def test_precision_auto_picks_bf16_only_where_it_is_fast(fast, monkeypatch):
-    monkeypatch.setattr(config, "fast_bf16", lambda device: fast)
-    cfg = compose_train(["trainer.accelerator=cpu"])
+@pytest.mark.parametrize("accelerator,cuda,device", [("auto", False, "cpu"), ("auto", True, "cuda"), ("cpu", True, "cpu"), ("gpu", True, "cuda")])
+def test_precision_auto_picks_bf16_only_where_it_is_fast(fast, accelerator, cuda, device, monkeypatch):
+    asked = []
+    monkeypatch.setattr(config, "fast_bf16", lambda d: asked.append(d) or fast)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    cfg = compose_train([f"trainer.accelerator={accelerator}"])
     assert cfg.trainer.precision == "auto"  # the default
     note = resolve_precision(cfg)
+    assert asked == [device]
     assert cfg.trainer.precision == ("bf16-mixed" if fast else "32-true")
-    assert note.startswith(f"trainer.precision=auto -> {cfg.trainer.precision}") and "fp32" in note
+    assert note.startswith(f"trainer.precision=auto -> {cfg.trainer.precision}")
+    assert ("GPU" if device == "cuda" else "CPU") in note if fast else device in note
 
 
 def test_precision_chosen_by_the_user_is_kept(monkeypatch):

@@ -130,14 +130,17 @@ def resolve_precision(cfg: DictConfig) -> str | None:
     if cfg.trainer.get("precision") != "auto":
         return None
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
-    device = "cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()) else accelerator
+    if accelerator == "auto":
+        accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    device = "cuda" if accelerator == "gpu" else accelerator
     fast = fast_bf16(device)
     with open_dict(cfg):
         cfg.trainer.precision = "bf16-mixed" if fast else "32-true"
-    why = "this {} runs bf16 natively".format("GPU" if device == "cuda" else "CPU (AVX512-BF16/AMX)") if fast else (
-        f"no fast bf16 on this {device}"
-    )
-    return f"trainer.precision=auto -> {cfg.trainer.precision} ({why}; evaluation and sampling stay fp32; set trainer.precision=32-true to train in fp32)"
+    if fast:
+        what = "GPU" if device == "cuda" else "CPU (AVX512-BF16/AMX)"
+        return (f"trainer.precision=auto -> bf16-mixed: this {what} runs bf16 natively; evaluation and sampling stay "
+                "fp32 (trainer.precision=32-true trains in fp32 too)")
+    return f"trainer.precision=auto -> 32-true: no native bf16 on this {device}"
 
 
 def job_dirname(overrides: str, max_len: int = 120) -> str:
