@@ -19,7 +19,7 @@ def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path):
     assert "samples" in events["images"]
     nll = events["scalars"]["train/nll"]
     assert len(nll) == 12 and max(nll[-3:]) < nll[0] - 20  # learning, far beyond batch noise
-    assert events["hparams"]["model.kernel"] == 3 and events["hparams"]["data.source_used"] == "bundled"
+    assert events["hparams"]["model.kernel"] == cfg.model.kernel and events["hparams"]["data.source_used"] == "bundled"
     assert events["metrics"] == ["val/nll", "val/bpd"]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert abs(metrics["val/nll"] - events["scalars"]["val/nll"][-1]) < 1e-3

@@ -26,6 +26,8 @@ CANDIDATES = {
     "residual k3, depth 2, 64 ch": ["model.depth=2", "model.channels=64"],
     "residual k3, depth 4, 64 ch": ["model.depth=4", "model.channels=64"],
     "residual k3, depth 8, 64 ch": ["model.depth=8", "model.channels=64"],
+    "residual k5, depth 2, 64 ch": ["model.depth=2", "model.kernel=5"],
+    "residual k7, depth 2, 64 ch": ["model.depth=2", "model.kernel=7"],
 }
 
 
@@ -35,8 +37,10 @@ def config(overrides: list[str], output_dir: Path):
 
 
 def throughput(candidates: dict[str, list[str]], windows: int, steps: int) -> dict[str, float]:
-    """Training images/s of each candidate: median over `windows` rounds, candidates interleaved."""
+    """Training images/s of each candidate: median over `windows` rounds, candidates interleaved,
+    at the precision training will use (`trainer.precision=auto` resolved on this machine)."""
     from autoreg.cli import build_datamodule
+    from autoreg.config import resolve_precision
     from autoreg.module import AutoregressiveModule
     from omegaconf import OmegaConf
 
@@ -51,10 +55,14 @@ def throughput(candidates: dict[str, list[str]], windows: int, steps: int) -> di
         dm.setup("fit")
         batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
         setups[name] = (module, torch.optim.Adam(module.parameters(), cfg.optim.lr), batch)
+        resolve_precision(cfg)
+        bf16 = cfg.trainer.precision == "bf16-mixed"
 
     def step(module, opt, batch):
         opt.zero_grad()
-        module.nll(*batch).mean().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = module.nll(*batch).mean()
+        loss.backward()
         opt.step()
 
     rates: dict[str, list[float]] = {name: [] for name in candidates}
@@ -74,12 +82,14 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="CPU budget per candidate")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "defaults")
+    parser.add_argument("--only", nargs="+", default=None, metavar="TEXT", help="candidates whose name contains TEXT")
     args = parser.parse_args()
+    candidates = {k: v for k, v in CANDIDATES.items() if not args.only or any(t in k for t in args.only)}
 
-    rates = throughput(CANDIDATES, args.windows, steps=3)
+    rates = throughput(candidates, args.windows, steps=3)
     print("measured train img/s:", {name: round(rate) for name, rate in rates.items()}, flush=True)
     rows = []
-    for i, (name, overrides) in enumerate(CANDIDATES.items()):
+    for i, (name, overrides) in enumerate(candidates.items()):
         cfg0 = config(overrides, args.out)
         steps = max(1, int(args.minutes * 60 * rates[name] / cfg0.data.batch_size))
         run = [
@@ -94,7 +104,8 @@ def main() -> None:
         print("done:", rows[-1], flush=True)
 
     print(f"\nBudget: {args.minutes:g} CPU minutes per candidate at its measured rate "
-          f"(torch {torch.__version__}, {torch.get_num_threads()} threads), offline MNIST (bundled), batch 64.\n")
+          f"(torch {torch.__version__}, {torch.get_num_threads()} threads, trainer.precision=auto), offline MNIST "
+          "(bundled), batch 64.\n")
     print("| candidate | params | train img/s | steps in budget | val nll (nats) | val bpd |")
     print("|---|---|---|---|---|---|")
     for name, params, rate, steps, nll, bpd in rows:
