@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 from pathlib import Path
 
 import torch
@@ -78,3 +79,12 @@ def rss_mib() -> float:
 def peak_rss_mib() -> float:
     """The process's peak RSS since it started or since the last `reset_peak()` (NaN off Linux)."""
     return status_mib("VmHWM") if STATUS.exists() else math.nan
+
+
+def write_results(path: str | None, title: str, lines: list[str]) -> None:
+    """Write a benchmark's markdown `lines` to `path` (if given) under "`title`, from `<the command>`:",
+    the command being how this script was just run, so the file says how to regenerate it."""
+    if not path:
+        return
+    command = " ".join([".venv/bin/python", f"experiments/benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    Path(path).write_text(f"{title}, from `{command}`:\n\n" + "\n".join(lines) + "\n")

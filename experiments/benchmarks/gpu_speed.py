@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from common import write_results
+
 ROOT = Path(__file__).resolve().parents[2]
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
 PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0, "RTX 4090": 165.2}
@@ -145,9 +147,7 @@ def main() -> None:
         f"bf16 peak {peak or 'unknown'} TFLOP/s"
     )
     print(setup)
-    if args.out:
-        command = " ".join([".venv/bin/python", "experiments/benchmarks/gpu_speed.py", *sys.argv[1:]])
-        Path(args.out).write_text(f"GPU training speed, from `{command}`:\n\n" + "\n".join(lines) + f"\n\n{setup}\n")
+    write_results(args.out, "GPU training speed", [*lines, "", setup])
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import statistics
-import sys
 import time
 
 import torch
@@ -30,7 +29,7 @@ import torch
 from autoreg.distributions import Bernoulli
 from autoreg.models import MODELS
 
-from common import Machine, can_measure_memory, peak_rss_mib, reset_peak, rss_mib
+from common import Machine, can_measure_memory, peak_rss_mib, reset_peak, rss_mib, write_results
 
 SIZE = 28
 
@@ -124,10 +123,7 @@ def main() -> None:
         + machine.line()
     )
     print(setup)
-    if args.out:
-        command = " ".join([".venv/bin/python", "experiments/benchmarks/model_speed.py", *sys.argv[1:]])
-        with open(args.out, "w") as f:
-            f.write(f"Training speed, from `{command}`:\n\n" + "\n".join(lines) + f"\n\n{setup}\n")
+    write_results(args.out, "Training speed", [*lines, "", setup])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 
 import torch
@@ -34,7 +33,7 @@ from autoreg.models.pixelcnn import PixelCNN
 from autoreg.models.pixelrnn import PixelRNN
 from autoreg.sampling import sample
 
-from common import Machine
+from common import Machine, write_results
 
 SIZE = 28
 MODELS = {  # key: (table label, builder)
@@ -109,10 +108,7 @@ def main() -> None:
         print(line, flush=True)
     setup = f"fast = median of {args.repeats} runs, " + machine.line()
     print(setup)
-    if args.out:
-        command = " ".join([".venv/bin/python", "experiments/benchmarks/sampling_speed.py", *sys.argv[1:]])
-        with open(args.out, "w") as f:
-            f.write(f"Sampling speed, from `{command}`:\n\n" + "\n".join(lines) + f"\n\n{setup}\n")
+    write_results(args.out, "Sampling speed", [*lines, "", setup])
 
 
 if __name__ == "__main__":

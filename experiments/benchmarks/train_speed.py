@@ -65,7 +65,7 @@ from pathlib import Path
 
 import torch
 
-from common import Machine, peak_rss_mib
+from common import Machine, peak_rss_mib, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "lab PixelCNN (7x7, 64 ch, 5 B layers, batch 64)"
@@ -415,10 +415,7 @@ def main() -> None:
             ]
             print("\n".join(quality), flush=True)
             output += quality
-    if args.out:
-        command = " ".join([".venv/bin/python", "experiments/benchmarks/train_speed.py", *sys.argv[1:]])
-        with open(args.out, "w") as f:
-            f.write(f"Training speed against the lab's program, from `{command}`:\n\n" + "\n".join(output) + "\n")
+    write_results(args.out, "Training speed against the lab's program", output)
 
 
 if __name__ == "__main__":
