@@ -20,20 +20,14 @@ centre tap is simply dropped (A) or kept (B).
 NOTE: the mask is applied to the weight inside the convolution call (`weight * mask`), never by
 rewriting `weight.data` in place, so autograd and the optimizer see the masked parameterisation.
 
-Only the rows the mask keeps are computed. The kh // 2 rows below the centre are zero in every
-causal mask, so a kh x kw kernel (kh odd, > 1) is applied as its top kh // 2 + 1 rows on the input
-padded by dilation * (kh // 2) rows on top and none at the bottom (left/right padding as before):
-output pixel (i, j) reads input rows i - dilation * (kh // 2) .. i, exactly the rows the full
-'same' convolution multiplies by a nonzero weight, so the result is the same sum minus terms that
-are exactly zero (equal up to float summation order). A 7 x 7 kernel computes 4 x 7 = 28 taps
-instead of 49 (25 are nonzero). This is the shifted-convolution idea of PixelCNN++ (Salimans et al.
-2017, "PixelCNN++", ICLR; its down-shifted convolutions pad the input on top instead of masking
-the kernel's lower half), used here as one convolution. The split into a kh // 2 x kw convolution
-for the rows above (input shifted down) plus a 1 x (kw // 2 + 1) one for the current row (25 taps)
-was measured no faster on CPU, fp32 or bf16 (two convolutions, two passes over the input). Kernels
-with one row (1 x 1, the Row LSTM's 1 x k) have nothing below the centre and take the plain path.
-The `weight` parameter stays full kh x kw (its bottom rows get zero gradient, as before), so
-checkpoints, the fast sampler and the PixelRNN layers, which read `weight * mask`, are unaffected.
+Only the rows the mask keeps are computed (the shifted convolution of PixelCNN++, Salimans et al.
+2017, as one conv): every causal mask is zero below the centre row, so a kh x kw kernel (kh odd,
+> 1) runs as its top kh // 2 + 1 rows on the input padded by dilation * (kh // 2) rows on top only.
+Output (i, j) then reads exactly the input rows the full 'same' convolution weights by nonzero
+taps: the same sum without terms that are exactly zero. A 7 x 7 kernel computes 28 taps, not 49.
+(Its split into a rows-above conv plus a current-row conv, 25 taps, was no faster on the CPU.)
+`weight` stays full kh x kw, so checkpoints and the readers of `weight * mask` (the fast sampler,
+the PixelRNN layers) are unaffected. NOTE: a mask that kept taps below the centre row would be cut.
 """
 from __future__ import annotations
 
