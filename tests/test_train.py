@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -10,9 +11,11 @@ from autoreg.cli import train
 from conftest import ROOT, TINY, read_events
 
 
-def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path):
+def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     cfg = tiny_cfg("trainer.limit_train_batches=12", "optim.lr=3e-3", "test=true")
     metrics, objects = train(cfg)
+    assert "GPU available" in caplog.text and "litlogger" not in caplog.text  # Lightning's info, not its advert
     events = read_events(tmp_path)
     for tag in ("train/nll", "train/bpd", "train/lr", "val/nll", "val/bpd", "test/nll", "test/bpd"):
         assert tag in events["scalars"], tag

@@ -9,6 +9,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,18 @@ from autoreg.module import AutoregressiveModule
 from autoreg.sampling import METHODS
 
 log = logging.getLogger("autoreg")
+
+
+class _DropAdverts(logging.Filter):
+    """Lightning logs a "Tip: try litlogger" advert on every run: nothing about the run itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropAdverts())
+# Lightning's own use of a deprecated torch API, nothing a user can act on
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 HPARAM_METRICS = ("val/nll", "val/bpd")
 
