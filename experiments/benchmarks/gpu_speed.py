@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 
 from common import write_results
@@ -43,8 +44,8 @@ QUIET = [  # time training only
 _TIMER = None  # the running configuration's StepTimer (autoreg.cli.train instantiates callbacks from the config)
 
 
-class StepTimer:
-    """Lightning callback: images/s over the training steps after the first `skip`."""
+class StepTimer(pl.Callback):
+    """images/s over the training steps after the first `skip`."""
 
     def __init__(self, skip: int):
         self.skip, self.steps, self.images, self.start, self.seconds = skip, 0, 0, None, 0.0
@@ -69,17 +70,9 @@ class StepTimer:
             self.seconds = time.perf_counter() - self.start
 
 
-def step_timer():
-    import pytorch_lightning as pl
-
-    timer = _TIMER
-
-    class Callback(pl.Callback):
-        on_train_batch_start = lambda self, *a: timer.on_train_batch_start(*a)  # noqa: E731
-        on_train_batch_end = lambda self, *a: timer.on_train_batch_end(*a)  # noqa: E731
-        on_train_end = lambda self, *a: timer.on_train_end(*a)  # noqa: E731
-
-    return Callback()
+def step_timer() -> StepTimer:
+    """The running configuration's timer, for `+callbacks.step_timer._target_`."""
+    return _TIMER
 
 
 def conv_flops_per_step(net: torch.nn.Module, batch: int, device: torch.device) -> int:
