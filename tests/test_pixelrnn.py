@@ -2,6 +2,7 @@
 config errors."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,16 @@ REPEATS = 2  # random images per probed output
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def dependencies(net, shape, out_groups):
@@ -225,10 +236,12 @@ def test_layers_match_plain_references(cell):
         assert torch.allclose(layer(x), reference(layer, x), atol=1e-5), type(layer).__name__
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_diagonal_bilstm_in_batch_chunks_is_the_same_layer(cell, monkeypatch):
-    """On a CPU a large batch runs in chunks of images (cache-sized); outputs and gradients must
-    not change. A tiny chunk budget makes a batch of 5 run as chunks of 2, 2, 1."""
+def test_diagonal_bilstm_in_batch_chunks_is_the_same_layer(cell, threads, monkeypatch):
+    """On a CPU a large batch runs in chunks of images (cache-sized, in parallel threads when torch
+    has several); outputs and gradients must not change. A tiny chunk budget makes a batch of 5 run
+    as chunks of at most 2."""
     import autoreg.nn.recurrent as recurrent
 
     torch.manual_seed(0)
@@ -239,12 +252,44 @@ def test_diagonal_bilstm_in_batch_chunks_is_the_same_layer(cell, monkeypatch):
     outputs, grads = [], []
     for budget in (recurrent.CPU_CHUNK_BYTES, 2 * (2 * 4 * layer.cell.gates * 4 * 4)):
         monkeypatch.setattr(recurrent, "CPU_CHUNK_BYTES", budget)
-        out = layer(x)
+        with torch_threads(threads):
+            out = layer(x)
+            weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+            grads.append(torch.autograd.grad((out * weights).sum(), [x, *layer.parameters()]))
         outputs.append(out.detach())
-        grads.append(torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), [x, *layer.parameters()]))
     assert torch.allclose(outputs[0], outputs[1], atol=1e-6)
     for a, b in zip(*grads):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cell_derivatives_are_exact(cell):
+    """The cells' written-out backward against finite differences (float64), on strided gate
+    views as the layers pass them, with gradients flowing into every input and state."""
+    torch.manual_seed(0)
+    g, h = CELLS[cell].gates, 3
+    x = torch.randn(h, 4, g, dtype=torch.float64).transpose(0, 2).requires_grad_()  # (g, 4, h) strided
+    s = torch.randn(4, g, h, dtype=torch.float64, requires_grad=True)
+    state = [torch.randn(4, h, dtype=torch.float64, requires_grad=True) for _ in range(CELLS[cell].states)]
+    assert torch.autograd.gradcheck(lambda x, s, *state: CELLS[cell].step(x.transpose(0, 1), s, state), (x, s, *state))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("layer", ["row_lstm", "diagonal_bilstm"])
+def test_layer_gradients_are_exact(layer, cell):
+    """Each layer's gradients (input, convolutions, learned initial states) against finite
+    differences in float64: the cells' hand-written backward inside the real recurrences."""
+    torch.manual_seed(0)
+    net = (RowLSTM(2, 2, 3, cell) if layer == "row_lstm" else DiagonalBiLSTM(2, 2, cell)).double()
+    with torch.no_grad():
+        net.initial_state.normal_()
+    names = [name for name, _ in net.named_parameters()]
+    x = torch.randn(2, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+
+    def run(x, *params):
+        return torch.func.functional_call(net, dict(zip(names, params)), (x,))
+
+    assert torch.autograd.gradcheck(run, (x, *net.parameters()))
 
 
 def test_skew_shifts_row_r_by_r():

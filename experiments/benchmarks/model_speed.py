@@ -3,7 +3,11 @@
 Every model gets the same depth and width (`--channels`, the 2h between layers) on binarized
 28x28 MNIST-like batches (random 0/1 pixels: speed does not depend on the digits). Training
 images/s is the median over `--windows` timed windows of `--steps` forward + backward + Adam steps
-each, after one warm-up step; the models' windows are interleaved in one process. "peak MiB" is
+each, after one warm-up step; the models' windows are interleaved in one process, round by round.
+"time vs PixelCNN" is the median over the rounds of each round's ratio (the model's window time
+over PixelCNN's in the same round), with its interquartile range: the load of a shared machine
+drifts, and a ratio from one round's neighbouring windows follows it far less than one from
+separate medians. "peak MiB" is
 measured apart, in a fresh process per model (Linux): its peak RSS growth over two training
 steps from just before the model is built (after one step of a tiny copy, which sets up the
 libraries): weights, Adam state, activations and the allocator's slack.
@@ -72,7 +76,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--windows", type=int, default=9)
     parser.add_argument("--steps", type=int, default=2, help="training steps per timed window")
     parser.add_argument("--cells", nargs="+", default=["lstm"], choices=["lstm", "gru"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -89,7 +93,7 @@ def main() -> None:
         for cell in args.cells
     ]
     lines = [
-        "| model | depth | channels | train img/s | ms/img | time vs PixelCNN | peak MiB |",
+        "| model | depth | channels | train img/s | ms/img | time vs PixelCNN (IQR) | peak MiB |",
         "|---|---|---|---|---|---|---|",
     ]
     print(lines[0] + "\n" + lines[1], flush=True)
@@ -106,14 +110,15 @@ def main() -> None:
             for _ in range(args.steps):
                 step()
             rate.append(args.steps * args.batch / (time.perf_counter() - start))
-    reference = statistics.median(rates[0])
     for (label, name, kwargs), rate in zip(runs, rates):
         with mp.get_context("spawn").Pool(1) as pool:  # a fresh process: its own peak RSS
             peak = pool.apply(_peak_memory, (name, kwargs, args))
+        ratios = sorted(reference / own for reference, own in zip(rates[0], rate))
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         rate = statistics.median(rate)
         line = (
             f"| {label} | {args.depth} | {args.channels} | {rate:.1f} | {1000 / rate:.2f} | "
-            f"{reference / rate:.2f}x | {peak:.0f} |"
+            f"{statistics.median(ratios):.2f}x ({quartiles[0]:.2f}-{quartiles[2]:.2f}) | {peak:.0f} |"
         )
         lines.append(line)
         print(line, flush=True)
