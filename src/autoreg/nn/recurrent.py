@@ -79,7 +79,7 @@ class LSTMCell:
     @staticmethod
     def step(x: torch.Tensor, s: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """x, s: (..., 4, h) in gate order [o, f, i, g]; state: (h_prev, c_prev) -> (h, c)."""
-        return _CellStep.apply(LSTMCell, x, s, *state)
+        return _step(LSTMCell, x, s, state)
 
     @staticmethod
     def forward(x, s, state):
@@ -160,6 +160,12 @@ class GRUCell:
         grad_s[..., :2, :] = grad_x[..., :2, :]
         torch.mul(grad_n, r, out=grad_s[..., 2, :])
         return grad_x, grad_s, (grad_h_prev,)
+
+
+def _step(cell, x: torch.Tensor, s: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    if torch.is_grad_enabled():
+        return _CellStep.apply(cell, x, s, *state)
+    return cell.forward(x, s, state)[0]  # sampling: no autograd Function per pixel
 
 
 class _CellStep(torch.autograd.Function):
