@@ -95,3 +95,20 @@ def test_one_torch_thread_runs_the_chunks_in_the_callers_thread():
         torch.set_num_threads(before)
     assert {ident for ident, _, _, _ in spy.calls} == {threading.get_ident()}
     assert torch.allclose(out, reference(spy, x, [2, 2, 1]))
+
+
+def test_torch_compile_traces_the_chunks_without_threads(two_threads):
+    """torch.compile cannot trace the thread pool; compiled, the chunks run one after another."""
+
+    class Chunked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return in_cpu_chunks(self, lambda part: torch.tanh(self.linear(part)), x, chunk=2)
+
+    torch.manual_seed(0)
+    net, x = Chunked(), torch.randn(5, 3)
+    want = net(x)
+    assert torch.allclose(torch.compile(net, backend="eager", fullgraph=True)(x), want)

@@ -23,9 +23,12 @@ def in_cpu_chunks(layer: nn.Module, forward, x: torch.Tensor, chunk: int) -> tor
     most `chunk`, run by as many threads as torch's thread count (one torch thread each)."""
     if x.device.type != "cpu" or x.shape[0] <= chunk:
         return forward(x)
-    workers = min(torch.get_num_threads(), math.ceil(x.shape[0] / chunk))
-    parts = math.ceil(math.ceil(x.shape[0] / chunk) / workers) * workers  # equal chunks, all threads busy
-    sizes = [len(p) for p in torch.arange(x.shape[0]).tensor_split(parts)]
+    chunks = math.ceil(x.shape[0] / chunk)
+    # torch.compile cannot trace threads: compiled, the chunks run one after another
+    workers = 1 if torch.compiler.is_compiling() else min(torch.get_num_threads(), chunks)
+    parts = math.ceil(chunks / workers) * workers  # equal chunks, every thread busy
+    base, extra = divmod(x.shape[0], parts)
+    sizes = [base + 1] * extra + [base] * (parts - extra)
     if workers < 2:
         return torch.cat([forward(part) for part in x.split(sizes)])
     params = [p for p in layer.parameters() if p.requires_grad]
