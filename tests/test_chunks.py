@@ -77,6 +77,16 @@ def test_threads_keep_the_callers_autocast(two_threads):
     assert torch.equal(out, want) and not torch.allclose(out, reference(spy, x, [2, 2, 1, 1]), atol=1e-4)
 
 
+def test_threads_keep_the_callers_inference_mode(two_threads):
+    """Lightning validates and autoreg samples under torch.inference_mode, also thread-local."""
+    spy, x = Spy(), torch.randn(5, 3)
+    seen = []
+    spy.chunk = lambda part: (seen.append(torch.is_inference_mode_enabled()), part * 2)[1]
+    with torch.inference_mode():
+        out = spy(x)
+    assert seen == [True] * 4 and out.is_inference() and torch.equal(out, x * 2)
+
+
 def test_a_second_backward_is_refused_in_one_line(two_threads):
     spy = Spy()
     out = spy(torch.randn(5, 3, requires_grad=True)).sum()

@@ -39,12 +39,17 @@ def in_cpu_chunks(layer: nn.Module, forward, x: torch.Tensor, chunk: int) -> tor
 
 def _map(function, items, workers: int) -> list:
     """function(item) for each item in a pool of `workers` threads, each with one torch thread
-    and the caller's grad mode and CPU autocast."""
-    grad, autocast = torch.is_grad_enabled(), (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))
+    and the caller's grad mode, inference mode and CPU autocast (all thread-local in torch)."""
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    autocast = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
 
     def run(item):
         torch.set_num_threads(1)  # per thread (OpenMP and MKL settings are thread-local)
-        with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=autocast[1], enabled=autocast[0]):
+        with (
+            torch.inference_mode(inference),
+            torch.set_grad_enabled(grad),
+            torch.autocast("cpu", dtype=autocast[1], enabled=autocast[0]),
+        ):
             return function(item)
 
     return list(_pool(workers).map(run, items))
