@@ -131,7 +131,7 @@ class GRUCell:
     @staticmethod
     def step(x: torch.Tensor, s: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """x, s: (..., 3, h) in gate order [z, r, n]; state: (h_prev,) -> (h,)."""
-        return _CellStep.apply(GRUCell, x, s, *state)
+        return _step(GRUCell, x, s, state)
 
     @staticmethod
     def forward(x, s, state):
