@@ -1,6 +1,8 @@
 """Shared fixtures: configs composed exactly as train.py composes them, sized to run in seconds."""
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +40,23 @@ def compose_train(overrides: list[str] = (), output_dir: Path | None = None) -> 
         return compose(config_name="train", overrides=list(overrides) + extra)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's (intra-op) thread count set to n for the block, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from threads, and two-thread ops stall badly when other processes
     share the cores; tests opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ from torch import nn
 
 from autoreg.nn.chunks import in_cpu_chunks
 
+from conftest import torch_threads
+
 
 class Spy(nn.Module):
     """A small layer that records, per call, its thread and that thread's torch thread count."""
@@ -28,10 +30,8 @@ class Spy(nn.Module):
 
 @pytest.fixture
 def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(2):
+        yield
 
 
 def reference(spy, x, sizes):
@@ -96,13 +96,9 @@ def test_a_second_backward_is_refused_in_one_line(two_threads):
 
 
 def test_one_torch_thread_runs_the_chunks_in_the_callers_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        spy, x = Spy(), torch.randn(5, 3)
+    spy, x = Spy(), torch.randn(5, 3)
+    with torch_threads(1):
         out = spy(x)
-    finally:
-        torch.set_num_threads(before)
     assert {ident for ident, _, _, _ in spy.calls} == {threading.get_ident()}
     assert torch.allclose(out, reference(spy, x, [2, 2, 1]))
 

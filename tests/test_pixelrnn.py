@@ -2,7 +2,6 @@
 config errors."""
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
@@ -17,22 +16,14 @@ from autoreg.models import build_model
 from autoreg.models.pixelrnn import FIRST_KERNEL, PixelRNN
 from autoreg.nn import CELLS, DiagonalBiLSTM, RowLSTM, diagonal_order, skew, unskew
 
+from conftest import torch_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 H = W = 8
 REPEATS = 2  # random images per probed output
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def dependencies(net, shape, out_groups):
