@@ -49,6 +49,14 @@ def test_chunks_run_in_two_threads_of_one_torch_thread_each(two_threads):
     assert torch.allclose(out, reference(spy, x, [2, 2, 2, 1]))
 
 
+def test_threads_share_torchs_thread_count():
+    """More torch threads than chunks: each chunk's thread gets its share (no core left idle)."""
+    spy = Spy()
+    with torch_threads(4):
+        spy(torch.randn(4, 3))
+    assert [(n, threads) for _, threads, n, _ in spy.calls] == [(2, 2), (2, 2)]
+
+
 def test_gradients_equal_the_sequential_chunks(two_threads):
     torch.manual_seed(0)
     spy = Spy()

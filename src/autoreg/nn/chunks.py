@@ -1,4 +1,4 @@
-"""Batch chunks of a layer run in parallel CPU threads, one torch thread each.
+"""Batch chunks of a layer run in parallel CPU threads, which share torch's threads.
 
 A PixelRNN recurrence is thousands of small kernels per batch (one step per row or diagonal).
 Torch runs each kernel on all its threads, which then spend much of the step waiting for one
@@ -20,7 +20,8 @@ from torch import nn
 
 def in_cpu_chunks(layer: nn.Module, forward, x: torch.Tensor, chunk: int) -> torch.Tensor:
     """`forward(x)` for `layer`, on a CPU batch larger than `chunk` images: in equal chunks of at
-    most `chunk`, run by as many threads as torch's thread count (one torch thread each)."""
+    most `chunk`, run by up to torch's thread count of threads, which share those torch threads
+    (2 cores, 2 chunks: two threads of one torch thread; 16 threads, 2 chunks: two of 8)."""
     if x.device.type != "cpu" or x.shape[0] <= chunk:
         return forward(x)
     chunks = math.ceil(x.shape[0] / chunk)
@@ -38,13 +39,14 @@ def in_cpu_chunks(layer: nn.Module, forward, x: torch.Tensor, chunk: int) -> tor
 
 
 def _map(function, items, workers: int) -> list:
-    """function(item) for each item in a pool of `workers` threads, each with one torch thread
-    and the caller's grad mode, inference mode and CPU autocast (all thread-local in torch)."""
+    """function(item) for each item in a pool of `workers` threads, which share the caller's torch
+    threads and take its grad mode, inference mode and CPU autocast (all thread-local in torch)."""
+    threads = max(1, torch.get_num_threads() // workers)
     grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
     autocast = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
 
     def run(item):
-        torch.set_num_threads(1)  # per thread (OpenMP and MKL settings are thread-local)
+        torch.set_num_threads(threads)  # per thread (OpenMP and MKL settings are thread-local)
         with (
             torch.inference_mode(inference),
             torch.set_grad_enabled(grad),
