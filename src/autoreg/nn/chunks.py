@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch import nn
 
+
 def in_cpu_chunks(layer: nn.Module, forward, x: torch.Tensor, chunk: int) -> torch.Tensor:
     """`forward(x)` for `layer`, on a CPU batch larger than `chunk` images: in equal chunks of at
     most `chunk`, run by up to torch's thread count of threads, which share those torch threads
@@ -80,12 +81,12 @@ class _ChunksInThreads(torch.autograd.Function):
         if ctx.outputs is None:
             raise RuntimeError("a recurrent layer run in parallel CPU chunks can be backpropagated once per forward")
         wants_x = ctx.needs_input_grad[3]
+        grad_chunks = grad.split(ctx.sizes)
 
         def chunk_backward(i):
             wrt = ([ctx.inputs[i]] if wants_x else []) + list(ctx.params)
             return torch.autograd.grad(ctx.outputs[i], wrt, grad_chunks[i], allow_unused=True)
 
-        grad_chunks = grad.split(ctx.sizes)
         results = _map(chunk_backward, range(len(ctx.sizes)), ctx.workers)
         ctx.outputs = ctx.inputs = None
         grad_x = torch.cat([r[0] for r in results]) if wants_x else None
