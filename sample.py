@@ -2,6 +2,10 @@
 import hydra
 
 from autoreg.cli import sample_main
+from autoreg.resolvers import register_resolvers
+
+
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")

@@ -12,6 +12,9 @@ from omegaconf import DictConfig
 
 from autoreg.analysis.events import read_events  # noqa: F401  (the tests' TensorBoard reader)
 from autoreg.data.sources import write_idx, write_mnist  # noqa: F401  (write_idx: used by test modules)
+from autoreg.resolvers import register_resolvers
+
+register_resolvers()  # as train.py does before Hydra composes
 
 ROOT = Path(__file__).resolve().parents[1]
 

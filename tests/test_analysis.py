@@ -12,7 +12,7 @@ from autoreg.analysis.receptive_field import context_counts, gradient_map, main,
 from autoreg.analysis.report import write_report
 from autoreg.cli import train
 from autoreg.distributions import distribution_for
-from autoreg.models import MODELS, build_model
+from autoreg.models import build_model
 
 from conftest import read_events
 
@@ -52,10 +52,6 @@ def test_dilation_grows_the_pixelcnn_field():
     assert dilated.reached > plain.reached and dilated.later == 0
 
 
-needs_pixelrnn = pytest.mark.skipif("pixelrnn" not in MODELS, reason="PixelRNN is not registered yet")
-
-
-@needs_pixelrnn
 def test_diagonal_bilstm_sees_all_context_but_the_last_pixel_of_the_row_above():
     """Every earlier pixel is reached, except (r-1, W-1) from columns j < W-4: only first-layer
     (7x7 mask-A) outputs in row r see it, and the recurrence reads row r only left of j (the
@@ -69,7 +65,6 @@ def test_diagonal_bilstm_sees_all_context_but_the_last_pixel_of_the_row_above():
     assert right.reached == right.ideal and right.later == 0
 
 
-@needs_pixelrnn
 def test_row_lstm_field_is_a_triangle():
     """One Row LSTM layer (k = 3) on the 7x7 mask-A layer: its state at (i, j) reads the first
     layer's outputs in row i at [j-1, j] and, through the states above, in row i-t at

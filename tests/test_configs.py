@@ -7,7 +7,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from autoreg.cli import build_datamodule
+from autoreg.build import build_datamodule
 from autoreg import config
 from autoreg.config import resolve_precision, validate
 from autoreg.data import IMAGE_SHAPES

@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from autoreg.cli import build_datamodule
+from autoreg.build import build_datamodule
 from autoreg.module import AutoregressiveModule
 
 from conftest import ROOT, compose_train, write_tiny_mnist

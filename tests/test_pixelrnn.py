@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from autoreg.config import MODEL_CHECKS, ConfigError
+from autoreg.config import ConfigError
+from autoreg.models import build_model, checked_keys, family, model_keys
 from autoreg.distributions import Bernoulli, Categorical
 from autoreg.models import build_model
 from autoreg.models.pixelrnn import FIRST_KERNEL, PixelRNN
@@ -90,8 +91,8 @@ def test_causal(arch, kernel, cell, depth, colours):
 
 @pytest.mark.parametrize("kernel", [5, 7])
 def test_diagonal_bilstm_rejects_other_kernels(kernel):
-    with pytest.raises(ValueError, match="Diagonal BiLSTM"):
-        PixelRNN((1, H, W), Bernoulli(), arch="diagonal_bilstm", kernel=kernel)
+    with pytest.raises(ConfigError, match="model.arch=diagonal_bilstm"):
+        build_model(dict(model_cfg(arch="diagonal_bilstm", kernel=kernel).model), (1, H, W), Bernoulli())
 
 
 @pytest.mark.parametrize("height,width", [(H, W), (5, 9), (9, 4), (1, 6), (6, 1)])
@@ -322,6 +323,10 @@ def model_cfg(**overrides):
     return OmegaConf.create({"model": OmegaConf.merge(cfg, overrides)})
 
 
+def check(cfg):
+    checked_keys(family(cfg.model.name), model_keys(cfg.model))
+
+
 @pytest.mark.parametrize(
     "overrides,named",
     [
@@ -338,7 +343,7 @@ def model_cfg(**overrides):
 )
 def test_config_errors_are_one_line(overrides, named):
     with pytest.raises(ConfigError) as err:
-        MODEL_CHECKS["pixelrnn"](model_cfg(**overrides))
+        check(model_cfg(**overrides))
     assert named in str(err.value) and "\n" not in str(err.value)
 
 
@@ -346,4 +351,4 @@ def test_config_errors_are_one_line(overrides, named):
     "overrides", [{}, {"arch": "diagonal_bilstm"}, {"cell": "gru", "kernel": 7}, {"arch": "diagonal_bilstm", "cell": "gru"}]
 )
 def test_config_accepts(overrides):
-    MODEL_CHECKS["pixelrnn"](model_cfg(**overrides))
+    check(model_cfg(**overrides))

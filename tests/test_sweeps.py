@@ -14,7 +14,6 @@ from hydra import compose, initialize
 
 from autoreg.analysis.report import write_report
 from autoreg.config import validate
-from autoreg.models import MODELS
 
 from conftest import ROOT
 
@@ -59,8 +58,6 @@ def job_dirs(sweep) -> list:
 @pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_sweeps_its_keys_and_every_job_is_valid(name, quick):
-    if name == "rnn_cell_sweep" and "pixelrnn" not in MODELS:
-        pytest.skip("PixelRNN is not registered yet")
     preset = f"{name}_quick" if quick else name
     cfg = compose_hydra([f"+experiment={preset}"])
     params = {k: str(v).split(",") for k, v in cfg.hydra.sweeper.params.items()}

@@ -39,7 +39,7 @@ def config(overrides: list[str], output_dir: Path):
 def throughput(candidates: dict[str, list[str]], windows: int, steps: int) -> dict[str, float]:
     """Training images/s of each candidate: median over `windows` rounds, candidates interleaved,
     at the precision training will use (`trainer.precision=auto` resolved on this machine)."""
-    from autoreg.cli import build_datamodule
+    from autoreg.build import build_datamodule
     from autoreg.config import resolve_precision
     from autoreg.module import AutoregressiveModule
     from omegaconf import OmegaConf

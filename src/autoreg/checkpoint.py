@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
+from autoreg.compat import ResumableModelCheckpoint, checkpoint_logged_step, request_stop
 from autoreg.config import ConfigError
 from autoreg.errors import CheckpointError, OutputError
 
@@ -106,7 +106,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             ) from err
 
 
-class RunCheckpoint(ModelCheckpoint):
+class RunCheckpoint(ResumableModelCheckpoint):
     """best.ckpt exactly as ModelCheckpoint(monitor=...) writes it, and last.ckpt, the full
     training state (weights, optimizer, scheduler, loops, data position, RNG), written:
     every `every_n_train_steps` optimizer steps (0: never), after every validation, at the end of
@@ -127,7 +127,6 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(**kwargs)
         self.last_every_n_train_steps = every_n_train_steps
         self.stop_signals = [signal.SIGTERM] + ([getattr(signal, preempt_signal)] if preempt_signal else [])
-        self.resuming = False  # set by whoever resumes the run in this dir (autoreg.cli.train)
         self.stopped_by: str | None = None  # the signal that stopped training, if one did
         self._last_saved_step = -1
         self._received: int | None = None
@@ -142,11 +141,6 @@ class RunCheckpoint(ModelCheckpoint):
         if stage == "fit" and trainer.is_global_zero and self.dirpath and os.path.isdir(self.dirpath):
             for stale in Path(self.dirpath).glob(".*.ckpt.*.tmp"):  # from a save that was killed
                 stale.unlink(missing_ok=True)
-
-    def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath) -> None:
-        """NOTE: overrides ModelCheckpoint's private check: a resumed run's dir is meant to hold checkpoints."""
-        if not self.resuming:
-            super()._ModelCheckpoint__warn_if_dir_not_empty(dirpath)
 
     def on_train_start(self, trainer, pl_module) -> None:
         """Lightning has registered its handlers by now, and restores what it found (the ones
@@ -176,8 +170,7 @@ class RunCheckpoint(ModelCheckpoint):
         if stop:
             self.stopped_by = signal.Signals(self._received or signal.SIGTERM).name
             log.warning("%s: saved %s at step %d; stopping", self.stopped_by, self.last_path, trainer.global_step)
-            # NOTE: Lightning's own flag (private): it then stops cleanly after this batch is logged.
-            trainer._signal_connector.received_sigterm = True
+            request_stop(trainer)  # Lightning then stops cleanly after this batch is logged
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -186,7 +179,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         super().on_train_epoch_end(trainer, pl_module)
-        if self._should_save_on_train_epoch_end(trainer) and not self._should_skip_last(trainer):
+        if self.saves_on_train_epoch_end(trainer) and not self._should_skip_last(trainer):
             self.write_last(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -206,6 +199,17 @@ class RunCheckpoint(ModelCheckpoint):
             prior = self._prior_handlers.get(self._received)
             if callable(prior):
                 prior(self._received, None)
+
+
+def ensure_writable(directory: Path, key: str = "paths.output_dir") -> None:
+    """Create `directory` and write a probe file in it, or fail with one line."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write_test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"{key}={directory} cannot be written ({err.strerror or err}); pick another dir or fix its permissions") from None
 
 
 # --- resuming a run in its own directory -------------------------------------------------------
@@ -237,10 +241,6 @@ def config_subdir(mode: Any, resume: str | None, ckpt_path: str | None, new_dir:
     if str(mode).endswith("MULTIRUN") or not resume_dir(resume, ckpt_path, new_dir):
         return ".hydra"
     return f".hydra/resume_{Path(new_dir).name}"
-
-
-OmegaConf.register_new_resolver("autoreg_run_dir", run_dir, replace=True)
-OmegaConf.register_new_resolver("autoreg_config_subdir", config_subdir, replace=True)
 
 
 def run_dir_checkpoint(directory: str | os.PathLike) -> Path:
@@ -313,13 +313,8 @@ def prepare_resume(cfg: DictConfig, output_dir: Path) -> tuple[Path | None, bool
 
 def logged_before(ckpt: dict[str, Any]) -> Callable[[Any], bool]:
     """Which TensorBoard events of a killed run to keep when resuming from `ckpt`: those at steps
-    the resumed run will not log again. Lightning logs at `_batches_that_stepped`; a checkpoint
-    written at a train batch end (that batch processed, not yet completed) resumes logging one
-    step later, one written after validation or at the end resumes at the saved value."""
-    loop = ckpt["loops"]["fit_loop"]
-    step = loop["epoch_loop.state_dict"]["_batches_that_stepped"]
-    batches = loop["epoch_loop.batch_progress"]["total"]
-    first = step + 1 if batches["completed"] == batches["processed"] - 1 else step
+    the resumed run will not log again (before `autoreg.compat.checkpoint_logged_step`)."""
+    first = checkpoint_logged_step(ckpt)
 
     def keep(event) -> bool:
         tags = [value.tag for value in event.summary.value]

@@ -3,30 +3,24 @@ names the key, the value and what is allowed."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from autoreg.errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A config value that cannot work; the message is one line for the user."""
+from autoreg.errors import ConfigError
 
 
 def _get(cfg: DictConfig, key: str):
     return OmegaConf.select(cfg, key, throw_on_missing=False)
 
 
-def check_choice(cfg: DictConfig, key: str, allowed) -> None:
-    value = _get(cfg, key)
+def require_choice(key: str, value, allowed) -> None:
+    """`key=value` must be one of `allowed` (families check their own keys with these helpers)."""
     if value not in allowed:
         raise ConfigError(f"{key}={value} is not allowed; choose one of: {', '.join(map(str, allowed))}")
 
 
-def check_int(cfg: DictConfig, key: str, minimum: int = 1, odd: bool = False) -> None:
-    value = _get(cfg, key)
+def require_int(key: str, value, minimum: int = 1, odd: bool = False) -> None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
     if ok and odd and value % 2 == 0:
         ok = False
@@ -35,52 +29,33 @@ def check_int(cfg: DictConfig, key: str, minimum: int = 1, odd: bool = False) ->
         raise ConfigError(f"{key}={value} is invalid: it must be {what}")
 
 
+def require_bool(key: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value} is invalid: it must be true or false")
+
+
+def require_labels(num_classes) -> None:
+    """A class-conditional model needs a dataset with at least two classes."""
+    if not (isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes >= 2):
+        raise ConfigError(
+            f"model.conditional=true needs labelled data, but data.num_classes={num_classes}; "
+            "use a dataset with labels (data=mnist, mnist256, cifar10) or model.conditional=false"
+        )
+
+
+def check_choice(cfg: DictConfig, key: str, allowed) -> None:
+    require_choice(key, _get(cfg, key), allowed)
+
+
+def check_int(cfg: DictConfig, key: str, minimum: int = 1, odd: bool = False) -> None:
+    require_int(key, _get(cfg, key), minimum, odd)
+
+
 def check_positive(cfg: DictConfig, key: str) -> None:
     value = _get(cfg, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(f"{key}={value} is invalid: it must be a number > 0")
 
-
-def _check_pixelcnn(cfg: DictConfig) -> None:
-    for key in ("model.depth", "model.head_layers", "model.dilation"):
-        check_int(cfg, key)
-    check_int(cfg, "model.kernel", odd=True)
-    check_int(cfg, "model.first_kernel", odd=True)
-    check_int(cfg, "model.channels", minimum=2 if cfg.model.residual else 1)
-    if cfg.model.residual and cfg.model.channels % 2:
-        raise ConfigError(
-            f"model.channels={cfg.model.channels} is invalid with model.residual=true: "
-            "it must be even (2h features, halved inside each residual block)"
-        )
-
-
-def _check_pixelrnn(cfg: DictConfig) -> None:
-    check_choice(cfg, "model.arch", ("row_lstm", "diagonal_bilstm"))
-    check_choice(cfg, "model.cell", ("lstm", "gru"))
-    for key in ("model.depth", "model.head_layers"):
-        check_int(cfg, key)
-    check_int(cfg, "model.channels", minimum=2)
-    if cfg.model.channels % 2:
-        raise ConfigError(
-            f"model.channels={cfg.model.channels} is invalid: it must be even "
-            "(2h features, h per gate inside each recurrent layer)"
-        )
-    if cfg.model.arch == "row_lstm":
-        check_int(cfg, "model.kernel", odd=True)
-    else:
-        from autoreg.models.pixelrnn import DIAGONAL_KERNEL
-
-        if cfg.model.kernel != DIAGONAL_KERNEL:
-            raise ConfigError(
-                f"model.kernel={cfg.model.kernel} is not used by model.arch=diagonal_bilstm (its kernels are fixed: "
-                f"1x1 input-to-state, 2x1 state-to-state); leave it at {DIAGONAL_KERNEL} or use model.arch=row_lstm"
-            )
-
-
-# Per-model checks, keyed by `model.name`; each model family adds its own.
-MODEL_CHECKS: dict[str, Callable[[DictConfig], None]] = {"pixelcnn": _check_pixelcnn, "pixelrnn": _check_pixelrnn}
-# Data bits per sub-pixel each model family can model (its likelihood heads).
-MODEL_BITS: dict[str, tuple[int, ...]] = {"pixelcnn": (1, 8), "pixelrnn": (1, 8)}
 
 DATASETS = ("mnist", "cifar10")
 SOURCES = ("auto", "download", "bundled")
@@ -88,9 +63,14 @@ BINARIZE = ("static", "dynamic")
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise ConfigError on the first value that cannot work."""
-    check_choice(cfg, "model.name", sorted(MODEL_CHECKS))
-    MODEL_CHECKS[cfg.model.name](cfg)
+    """Raise ConfigError on the first value that cannot work. The generic keys are checked here;
+    the model's own keys by its family (autoreg.models)."""
+    from autoreg.distributions import distribution_for
+    from autoreg.models import checked_keys, family, model_keys
+
+    spec = family(_get(cfg, "model.name"))
+    checked_keys(spec, model_keys(cfg.model))
+    require_bool("model.conditional", cfg.model.get("conditional", False))
     check_choice(cfg, "data.dataset", DATASETS)
     check_choice(cfg, "data.source", SOURCES)
     if cfg.data.source == "bundled" and cfg.data.dataset != "mnist":
@@ -101,11 +81,14 @@ def validate(cfg: DictConfig) -> None:
     check_choice(cfg, "data.bits", (1, 8))
     if cfg.data.bits == 1:
         check_choice(cfg, "data.binarize", BINARIZE)
-    if cfg.data.bits not in MODEL_BITS[cfg.model.name]:
+    head = distribution_for(cfg.data.bits).name
+    if head not in spec.likelihoods:
         raise ConfigError(
-            f"model={cfg.model.name} cannot model {cfg.data.bits}-bit data (data={cfg.data.name}); "
-            f"it supports {', '.join(f'{b}-bit' for b in MODEL_BITS[cfg.model.name])} data"
+            f"model={spec.name} cannot model {cfg.data.bits}-bit data (data={cfg.data.name}, a {head} likelihood); "
+            f"its likelihoods are: {', '.join(spec.likelihoods)}"
         )
+    if cfg.model.get("conditional"):
+        require_labels(cfg.data.get("num_classes"))
     check_int(cfg, "data.batch_size")
     check_positive(cfg, "data.val_size")
     check_positive(cfg, "optim.lr")
@@ -150,6 +133,3 @@ def job_dirname(overrides: str, max_len: int = 120) -> str:
         return overrides
     digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
     return f"{overrides[: max_len - 11]}.._{digest}"
-
-
-OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)

@@ -1,8 +1,14 @@
 """User-facing errors: each carries one line that names the problem and the fix."""
+import os
+import sys
 
 
 class UserError(Exception):
     """Bad input from the user (config, files, checkpoints); shown as one line, no traceback."""
+
+
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work; the message is one line for the user."""
 
 
 class DataError(UserError):
@@ -19,3 +25,12 @@ class OutputError(UserError):
 
 class TrainingDivergedError(UserError):
     """Training produced a non-finite loss or gradient; the last good checkpoint is kept."""
+
+
+def exit_with_one_line(err: UserError) -> None:
+    """`error: <message>` on stderr and exit status 1; with HYDRA_FULL_ERROR=1 the error goes on
+    up instead, for its traceback."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise err
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(1)

@@ -29,6 +29,7 @@ import torch
 from torchvision.utils import make_grid
 
 from autoreg.checkpoint import load_checkpoint
+from autoreg.compat import logged_step
 from autoreg.distributions import bits_per_dim, distribution_for
 from autoreg.errors import CheckpointError, TrainingDivergedError
 from autoreg.models import build_model
@@ -57,7 +58,7 @@ class AutoregressiveModule(pl.LightningModule):
         self.image_shape = tuple(image_shape)
         self.num_dims = math.prod(self.image_shape)
         self.distribution = distribution_for(bits)
-        self.net = build_model(model, self.image_shape, self.distribution)
+        self.net = build_model(model, self.image_shape, self.distribution, num_classes=(data or {}).get("num_classes"))
         if model.get("compile"):
             self.net.compile()  # in place: parameter names and checkpoints stay those of the plain net
 
@@ -239,7 +240,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class SampleGrid(pl.Callback):
     """Logs a grid of `num` samples (`samples` in TensorBoard) at the end of every validation
     epoch, drawn with the same sampler as sample.py and a fixed seed, so grids compare across
-    epochs. `method=auto` uses the fast sampler where the model has one, else the naive one
+    epochs; for a class-conditional model, one row of ceil(num / classes) samples per class. `method=auto` uses the fast sampler where the model has one, else the naive one
     (both draw from the same distribution), and says which in the log."""
 
     def __init__(self, num: int = 16, method: str = "auto", temperature: float = 1.0, seed: int = 0):
@@ -255,10 +256,17 @@ class SampleGrid(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: AutoregressiveModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self.num < 1 or trainer.logger is None:
             return
-        from autoreg.sampling import sample
+        from autoreg.sampling import class_rows, sample
 
-        images = sample(pl_module.net, self.num, method=self.method, temperature=self.temperature, seed=self.seed)
-        grid = make_grid(images.float().cpu(), nrow=int(math.ceil(math.sqrt(self.num))), pad_value=0.5)
-        # NOTE: the step Lightning logs val/nll at (private), so grids line up with it and a
-        # resumed run can tell which grids it will log again (autoreg.checkpoint.logged_before)
-        trainer.logger.experiment.add_image("samples", grid, trainer.fit_loop.epoch_loop._batches_that_stepped)
+        net = pl_module.net
+        classes = getattr(net, "num_classes", None)
+        if classes:  # one row per class
+            per_class = math.ceil(self.num / classes)
+            y, nrow = class_rows(classes, per_class).to(pl_module.device), per_class
+        else:
+            y, nrow = None, int(math.ceil(math.sqrt(self.num)))
+        images = sample(net, len(y) if classes else self.num, y=y, method=self.method, temperature=self.temperature, seed=self.seed)
+        grid = make_grid(images.float().cpu(), nrow=nrow, pad_value=0.5)
+        # the step Lightning logs val/nll at, so grids line up with it and a resumed run can tell
+        # which grids it will log again (autoreg.checkpoint.logged_before)
+        trainer.logger.experiment.add_image("samples", grid, logged_step(trainer))

@@ -25,20 +25,13 @@ Completion: given pixels (`known` where `known_mask` is true) are kept and the o
 raster order, conditioned on every given pixel before them. One full forward pass fills the
 caches up to the first pixel to draw, so completing the bottom half costs half a sample.
 
-Row LSTM (PixelRNN with arch=row_lstm) has a column too: its state at (i, j) reads the layer's
-input at (i, j - k//2 .. j) (the 1 x k mask-B input-to-state conv, cached like any masked conv),
-the hidden states of row i - 1 at (i - 1, j - k//2 .. j + k//2) (the state-to-state conv) and, for
-the LSTM, the cell state at (i - 1, j). So the layer keeps every row's states in a cache whose row
--1 is the learned initial state, and each position computes only its own gates: one small matrix
-product per convolution and the cell's elementwise update (the same `cell.step` as the layer).
-The Diagonal BiLSTM has no column (its states run along diagonals, and its right-to-left pass
-needs the whole row above): it samples with the naive method only.
-
-Extending the fast path: layers built from MaskedConv2d, element-wise activations, nn.Sequential,
-PixelCNN's residual block and PixelRNN's residual Row LSTM layer work as they are. A new layer
-type registers a column builder with `register_layer`; a new model family registers a `Stepper`
-factory with `register_model`. A model without one, or with a layer without one, makes
-`method='fast'` fail with an error pointing to `sampling.method=naive`.
+Extending the fast path: a model family gives its class a method `fast_stepper(batch, device,
+dtype, y) -> Stepper` (autoreg.models); most build a `CachedColumns` over their layers. Layers
+built from MaskedConv2d, element-wise activations, nn.Sequential, residual blocks (`Residual`) and
+label biases (`Shift`) have columns here; a family registers the columns of its own layer types
+with `register_layer` in its model file (Row LSTM: autoreg.models.pixelrnn). A model without a
+`fast_stepper`, or with a layer without a column, makes `method='fast'` fail with an error pointing
+to `sampling.method=naive`.
 """
 from __future__ import annotations
 
@@ -50,9 +43,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from autoreg.errors import UserError
-from autoreg.models.pixelcnn import PixelCNN, ResidualBlock
-from autoreg.models.pixelrnn import PixelRNN, ResidualRecurrent
-from autoreg.nn import MaskedConv2d, RowLSTM
+from autoreg.nn import MaskedConv2d
 
 METHODS = ("fast", "naive")
 
@@ -146,6 +137,9 @@ def sample(
     if y is not None:
         y = torch.as_tensor(y, device=device)
         y = y.expand(num) if y.dim() == 0 else y
+        classes = getattr(model, "num_classes", None)
+        if tuple(y.shape) != (num,) or (classes and not (0 <= int(y.min()) and int(y.max()) < classes)):
+            raise ValueError(f"y must be {num} labels (or one) in 0..{(classes or 1) - 1}; got shape {tuple(y.shape)}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is invalid: it must be an integer >= 1")
     batch_size = batch_size or num
@@ -181,13 +175,19 @@ def sample(
     return (images, torch.cat(probs)) if return_probs else images
 
 
+def class_rows(num_classes: int, per_class: int) -> Tensor:
+    """Labels for a grid with one row per class: 0 x per_class, 1 x per_class, ..."""
+    return torch.arange(num_classes).repeat_interleave(per_class)
+
+
 def has_fast_path(model: nn.Module) -> bool:
     """Whether `method='fast'` works for `model`: its class and every layer in it have a column."""
     model = getattr(model, "_orig_mod", model)
     param = next(model.parameters())
     try:
         with torch.inference_mode():
-            _stepper(model, "fast", 1, param.device, param.dtype, None)
+            y = torch.zeros(1, dtype=torch.long, device=param.device) if getattr(model, "num_classes", None) else None
+            _stepper(model, "fast", 1, param.device, param.dtype, y)
     except FastSamplingUnsupported:
         return False
     return True
@@ -254,9 +254,8 @@ def _draw(
 def _stepper(model: nn.Module, method: str, batch: int, device, dtype, y: Tensor | None) -> Stepper:
     if method == "naive":
         return NaiveStepper(model, batch, device, dtype, y)
-    for cls in type(model).__mro__:
-        if cls in _MODELS:
-            return _MODELS[cls](model, batch, device, dtype, y)
+    if hasattr(model, "fast_stepper"):
+        return model.fast_stepper(batch, device, dtype, y)
     raise FastSamplingUnsupported(
         f"fast sampling is not implemented for {type(model).__name__}; use sampling.method=naive"
     )
@@ -305,8 +304,6 @@ class Column(Protocol):
 # layer needs not keep its own copy; builders that take no spatial input ignore it.
 ColumnBuilder = Callable[[nn.Module, Geometry, "Tensor | None"], Column]
 _LAYERS: dict[type, ColumnBuilder] = {}
-StepperFactory = Callable[[nn.Module, int, torch.device, torch.dtype, "Tensor | None"], Stepper]
-_MODELS: dict[type, StepperFactory] = {}
 
 
 def register_layer(*types: type) -> Callable[[ColumnBuilder], ColumnBuilder]:
@@ -316,17 +313,6 @@ def register_layer(*types: type) -> Callable[[ColumnBuilder], ColumnBuilder]:
         for t in types:
             _LAYERS[t] = builder
         return builder
-
-    return register
-
-
-def register_model(*types: type) -> Callable[[StepperFactory], StepperFactory]:
-    """Register a Stepper factory `(model, batch, device, dtype, y) -> Stepper` for model classes."""
-
-    def register(factory: StepperFactory) -> StepperFactory:
-        for t in types:
-            _MODELS[t] = factory
-        return factory
 
     return register
 
@@ -343,17 +329,22 @@ def column(layer: nn.Module, geometry: Geometry, cache: Tensor | None = None) ->
 
 class CachedColumns:
     """A Stepper for a feed-forward stack of layers (the model's input goes to `layers[0]`).
+    `layers` holds modules, or ready columns for parts that are not modules (`Shift`: a label's bias).
 
     The canvas lives in the first layer's input cache: (B, H*W + 1, C) channels-last, the extra
     row a zero that every tap outside the image points to (so no padding is needed).
     """
 
-    def __init__(self, layers: Sequence[nn.Module], image_shape, batch: int, device, dtype):
+    def __init__(self, layers: Sequence[nn.Module | Column], image_shape, batch: int, device, dtype):
         c, h, w = image_shape
         self._input = torch.zeros(batch, h * w + 1, c, device=device, dtype=dtype)
         self.canvas = self._input[:, : h * w].view(batch, h, w, c).permute(0, 3, 1, 2)
         self._pixels = self._input.unbind(1)
-        self._net = column(nn.Sequential(*layers), Geometry(batch, h, w, device, dtype), self._input)
+        geometry = Geometry(batch, h, w, device, dtype)
+        self._net = _Chain(
+            [column(layer, geometry, self._input if n == 0 else None) if isinstance(layer, nn.Module) else layer
+             for n, layer in enumerate(layers)]
+        )
 
     def prime(self) -> Tensor:
         return self._net.full(self.canvas)
@@ -416,10 +407,11 @@ class _MaskedConvColumn:
         return self._conv(x)
 
 
-class _Sequential:
-    def __init__(self, layers: nn.Sequential, geometry: Geometry, cache: Tensor | None):
-        # Only the first layer reads the stack's input, so only it may share the input's cache.
-        self._layers = [column(layer, geometry, cache if n == 0 else None) for n, layer in enumerate(layers)]
+class _Chain:
+    """Columns applied one after the other."""
+
+    def __init__(self, columns: Sequence[Column]):
+        self._layers = list(columns)
 
     def step(self, v: Tensor, q: int) -> Tensor:
         for layer in self._layers:
@@ -430,6 +422,38 @@ class _Sequential:
         for layer in self._layers:
             x = layer.full(x)
         return x
+
+
+def _sequential(layers: nn.Sequential, geometry: Geometry, cache: Tensor | None) -> _Chain:
+    # Only the first layer reads the stack's input, so only it may share the input's cache.
+    return _Chain([column(layer, geometry, cache if n == 0 else None) for n, layer in enumerate(layers)])
+
+
+class Shift:
+    """Adds a (B, C) constant at every position: a class-conditional bias (autoreg.nn.ClassBias),
+    known before sampling starts."""
+
+    def __init__(self, bias: Tensor):
+        self._bias = bias
+
+    def step(self, v: Tensor, q: int) -> Tensor:
+        return v + self._bias
+
+    def full(self, x: Tensor) -> Tensor:
+        return x + self._bias[:, :, None, None]
+
+
+class Residual:
+    """x + column(x), for residual blocks whose `net` holds the branch (x + block.net(x))."""
+
+    def __init__(self, block: nn.Module, geometry: Geometry, cache: Tensor | None):
+        self._net = column(block.net, geometry, cache)
+
+    def step(self, v: Tensor, q: int) -> Tensor:
+        return v + self._net.step(v, q)
+
+    def full(self, x: Tensor) -> Tensor:
+        return x + self._net.full(x)
 
 
 class _Pointwise:
@@ -445,101 +469,6 @@ class _Pointwise:
         return self._forward(x)
 
 
-class _Residual:
-    """PixelCNN's residual block: x + net(x)."""
-
-    def __init__(self, block: ResidualBlock, geometry: Geometry, cache: Tensor | None):
-        self._net = column(block.net, geometry, cache)
-
-    def step(self, v: Tensor, q: int) -> Tensor:
-        return v + self._net.step(v, q)
-
-    def full(self, x: Tensor) -> Tensor:
-        return x + self._net.full(x)
-
-
 register_layer(MaskedConv2d)(_MaskedConvColumn)
-register_layer(nn.Sequential)(_Sequential)
+register_layer(nn.Sequential)(_sequential)
 register_layer(nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity)(_Pointwise)
-register_layer(ResidualBlock)(_Residual)
-
-
-@register_model(PixelCNN)
-def _pixelcnn_stepper(model: PixelCNN, batch: int, device, dtype, y: Tensor | None) -> Stepper:
-    # PixelCNN ignores labels (forward(x, y) -> head(blocks(first(x)))).
-    return CachedColumns([model.first, model.blocks, model.head], model.image_shape, batch, device, dtype)
-
-
-class _ResidualRecurrent:
-    """PixelRNN's residual recurrent layer: x + up(layer(x))."""
-
-    def __init__(self, block: ResidualRecurrent, geometry: Geometry, cache: Tensor | None):
-        self._layer = column(block.layer, geometry, cache)
-        self._up = column(block.up, geometry)
-
-    def step(self, v: Tensor, q: int) -> Tensor:
-        return v + self._up.step(self._layer.step(v, q), q)
-
-    def full(self, x: Tensor) -> Tensor:
-        return x + self._up.full(self._layer.full(x))
-
-
-class _RowLSTMColumn:
-    """A Row LSTM (LSTM or GRU cell) at one position, from the cached states of the row above.
-
-    The states (h, and c for the LSTM) live in one cache (states, B, H + 1, W + 2p, h), p = k // 2:
-    cache row i + 1 holds image row i, cache row 0 the learned initial state (row -1), and the p
-    zero columns each side are the state-to-state convolution's zero padding. The 1 x k window of
-    row i - 1 around j is then a plain view, (B, k h) after flattening, and the state-to-state
-    matrix is permuted once from the layer's (h k) window order to this (k h) order.
-    """
-
-    def __init__(self, layer: RowLSTM, geometry: Geometry, cache: Tensor | None):
-        b, height, width = geometry.batch, geometry.height, geometry.width
-        hidden, k, p = layer.hidden, layer.kernel, layer.kernel // 2
-        self._cell, self._gates, self._hidden, self._k, self._p = layer.cell, layer.cell.gates, hidden, k, p
-        self._input = column(layer.input_to_state, geometry, cache)
-        self._state_to_state = (
-            layer.state_to_state.view(hidden, k, -1).transpose(0, 1).reshape(k * hidden, -1).to(geometry.dtype)
-        )
-        states = layer.cell.states
-        self._states = torch.zeros(
-            states, b, height + 1, width + 2 * p, hidden, device=geometry.device, dtype=geometry.dtype
-        )
-        self._states[:, :, 0, p : p + width] = layer.initial_state.view(states, 1, 1, hidden)
-        hs = self._states
-        # Per-position views, made once (indexing costs as much as the math at this size).
-        self._windows = [hs[0, :, i, j : j + k].view(b, k * hidden) for i in range(height) for j in range(width)]
-        self._above = [tuple(hs[:, :, i, p + j].unbind(0)) for i in range(height) for j in range(width)]
-        self._here = [tuple(hs[:, :, i + 1, p + j].unbind(0)) for i in range(height) for j in range(width)]
-
-    def step(self, v: Tensor, q: int) -> Tensor:
-        x = self._input.step(v, q).view(-1, self._gates, self._hidden)
-        s = (self._windows[q] @ self._state_to_state).view_as(x)
-        state = self._cell.step(x, s, self._above[q])
-        for cached, new in zip(self._here[q], state):
-            cached.copy_(new)
-        return state[0]
-
-    def full(self, x: Tensor) -> Tensor:
-        b, _, height, width = x.shape
-        gates, hidden, k, p = self._gates, self._hidden, self._k, self._p
-        xg = self._input.full(x).permute(0, 2, 3, 1).unflatten(-1, (gates, hidden))  # (B, H, W, G, h)
-        hs = self._states
-        for i in range(height):
-            windows = hs[0, :, i].unfold(1, k, 1).transpose(-1, -2).reshape(b * width, k * hidden)
-            s = (windows @ self._state_to_state).view(b, width, gates, hidden)
-            state = self._cell.step(xg[:, i], s, tuple(hs[:, :, i, p : p + width].unbind(0)))
-            hs[:, :, i + 1, p : p + width] = torch.stack(state)
-        return hs[0, :, 1:, p : p + width].permute(0, 3, 1, 2)
-
-
-register_layer(ResidualRecurrent)(_ResidualRecurrent)
-register_layer(RowLSTM)(_RowLSTMColumn)
-
-
-@register_model(PixelRNN)
-def _pixelrnn_stepper(model: PixelRNN, batch: int, device, dtype, y: Tensor | None) -> Stepper:
-    # Row LSTM only: the Diagonal BiLSTM layers have no column, so building one raises
-    # FastSamplingUnsupported (and `has_fast_path` is False for them).
-    return CachedColumns([model.first, model.layers, model.head], model.image_shape, batch, device, dtype)

@@ -238,7 +238,7 @@ def receptive_field_figure(argv: list[str]) -> Path:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from autoreg.cli import build_datamodule
+    from autoreg.build import build_datamodule
     from autoreg.config import job_dirname, validate
     from autoreg.data import IMAGE_SHAPES
     from autoreg.distributions import distribution_for

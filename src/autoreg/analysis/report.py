@@ -262,7 +262,7 @@ def shared_settings(jobs: list[Job]) -> str:
     """The settings (the run's flat hparams, from its saved config) every finished job shares."""
     from omegaconf import OmegaConf
 
-    from autoreg.cli import flat_hparams
+    from autoreg.hparams import flat_hparams
 
     settings = [
         flat_hparams(OmegaConf.load(j.path / ".hydra" / "config.yaml"), **{"data.source_used": j.events["hparams"].get("data.source_used")})

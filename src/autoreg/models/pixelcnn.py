@@ -11,15 +11,24 @@ Residual block (paper fig. 5), `channels` = 2h:
 
 Plain block (`residual=false`): ReLU -> k x k (B), channels -> channels.
 
+Class-conditional (`num_classes`): a learned bias per class and channel is added to the input of
+every block and of the head (`autoreg.nn.ClassBias`, conditional PixelCNN's V^T h).
+
 NOTE: the blocks' receptive field has the well-known blind spot to the right of the current
 row's upper part; Gated PixelCNN removes it with two stacks.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
-from autoreg.nn import MaskedConv2d
+from autoreg.config import ConfigError, require_bool, require_int
+from autoreg.models import Family
+from autoreg.nn import ClassBias, MaskedConv2d
+from autoreg.sampling import CachedColumns, Residual, Shift, register_layer
 
 
 class ResidualBlock(nn.Module):
@@ -67,15 +76,55 @@ class PixelCNN(nn.Module):
         residual: bool = True,
         head_layers: int = 2,
         dilation: int = 1,
+        num_classes: int | None = None,
     ):
         super().__init__()
         c = image_shape[0]
         self.image_shape = tuple(image_shape)
         self.distribution = distribution
+        self.num_classes = num_classes
         self.first = MaskedConv2d(c, channels, first_kernel, "A", c)
         block = ResidualBlock if residual else PlainBlock
         self.blocks = nn.Sequential(*(block(channels, kernel, c, dilation) for _ in range(depth)))
         self.head = output_head(channels, c * distribution.params_per_channel, c, head_layers)
+        # one bias per block input and one for the head's
+        self.label_bias = ClassBias(num_classes, channels, depth + 1) if num_classes else None
+
+    def _stages(self, y: torch.Tensor | None) -> list:
+        """The layers in order, with the label's biases (B, C) between them for a conditional model."""
+        if self.label_bias is None:
+            return [self.first, *self.blocks, self.head]
+        bias = self.label_bias(y)
+        stages = [self.first]
+        for n, layer in enumerate([*self.blocks, self.head]):
+            stages += [bias[n], layer]
+        return stages
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.blocks(self.first(x)))
+        for stage in self._stages(y):
+            x = x + stage[:, :, None, None] if isinstance(stage, torch.Tensor) else stage(x)
+        return x
+
+    def fast_stepper(self, batch: int, device, dtype, y: torch.Tensor | None) -> CachedColumns:
+        stages = [Shift(s.to(dtype)) if isinstance(s, torch.Tensor) else s for s in self._stages(y)]
+        return CachedColumns(stages, self.image_shape, batch, device, dtype)
+
+
+register_layer(ResidualBlock)(Residual)
+
+
+def check(keys: Mapping[str, Any]) -> None:
+    for key in ("depth", "head_layers", "dilation"):
+        require_int(f"model.{key}", keys[key])
+    require_int("model.kernel", keys["kernel"], odd=True)
+    require_int("model.first_kernel", keys["first_kernel"], odd=True)
+    require_bool("model.residual", keys["residual"])
+    require_int("model.channels", keys["channels"], minimum=2 if keys["residual"] else 1)
+    if keys["residual"] and keys["channels"] % 2:
+        raise ConfigError(
+            f"model.channels={keys['channels']} is invalid with model.residual=true: "
+            "it must be even (2h features, halved inside each residual block)"
+        )
+
+
+FAMILY = Family(name="pixelcnn", model=PixelCNN, check=check)

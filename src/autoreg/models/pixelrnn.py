@@ -18,14 +18,33 @@ the last sub-pixel of the row above (pixel (r-1, W-1), last channel) from (r, j)
 later layers read the first layer's output only at positions up to (r, j), no 7x7 mask-A window
 there reaches column W-1 of row r-1, and the window at (r-1, W-1) itself stops before that
 channel. Any causal stack on this first layer has the gap; the paper uses it, and so do we.
+
+Class-conditional (`num_classes`): a learned bias per class and channel is added to the input of
+every recurrent layer and of the head (`autoreg.nn.ClassBias`): the input-to-state convolutions
+turn it into a per-class bias of every gate, as conditional PixelCNN's V^T h does.
+
+Fast sampling (Row LSTM; `_RowLSTMColumn`): the state at (i, j) reads the layer's input at
+(i, j - k//2 .. j) (the 1 x k mask-B input-to-state conv, cached like any masked conv), the hidden
+states of row i - 1 at (i - 1, j - k//2 .. j + k//2) (the state-to-state conv) and, for the LSTM,
+the cell state at (i - 1, j). So the layer keeps every row's states in a cache whose row -1 is the
+learned initial state, and each position computes only its own gates: one small matrix product
+per convolution and the cell's elementwise update (the same `cell.step` as the layer). The
+Diagonal BiLSTM has no column (its states run along diagonals, and its right-to-left pass needs
+the whole row above): it samples with the naive method only.
 """
 from __future__ import annotations
 
-import torch
-from torch import nn
+from collections.abc import Mapping
+from typing import Any
 
+import torch
+from torch import Tensor, nn
+
+from autoreg.config import ConfigError, require_choice, require_int
+from autoreg.models import Family
 from autoreg.models.pixelcnn import output_head
-from autoreg.nn import CELLS, DiagonalBiLSTM, MaskedConv2d, RowLSTM
+from autoreg.nn import CELLS, ClassBias, DiagonalBiLSTM, MaskedConv2d, RowLSTM
+from autoreg.sampling import CachedColumns, Geometry, Shift, column, register_layer
 
 ARCHS = ("row_lstm", "diagonal_bilstm")
 DIAGONAL_KERNEL = 3  # the only `kernel` the Diagonal BiLSTM accepts (the shared default)
@@ -55,23 +74,13 @@ class PixelRNN(nn.Module):
         channels: int = 64,
         kernel: int = 3,
         head_layers: int = 2,
+        num_classes: int | None = None,
     ):
         super().__init__()
         c = image_shape[0]
-        if arch not in ARCHS:
-            raise ValueError(f"arch={arch!r} is not allowed; choose one of: {', '.join(ARCHS)}")
-        if cell not in CELLS:
-            raise ValueError(f"cell={cell!r} is not allowed; choose one of: {', '.join(CELLS)}")
-        if depth < 1 or head_layers < 1:
-            raise ValueError(f"depth={depth}, head_layers={head_layers}: both must be >= 1")
-        if channels < 2 or channels % 2:
-            raise ValueError(f"channels={channels} must be even and >= 2 (2h features, h per gate)")
-        if arch == "row_lstm" and (kernel < 1 or kernel % 2 == 0):
-            raise ValueError(f"kernel={kernel} must be odd and >= 1 for the Row LSTM")
-        if arch == "diagonal_bilstm" and kernel != DIAGONAL_KERNEL:
-            raise ValueError(f"kernel={kernel}: the Diagonal BiLSTM's kernels are fixed; use {DIAGONAL_KERNEL}")
         self.image_shape = tuple(image_shape)
         self.distribution = distribution
+        self.num_classes = num_classes
         h = channels // 2
         self.first = MaskedConv2d(c, channels, FIRST_KERNEL, "A", c)
 
@@ -82,8 +91,119 @@ class PixelRNN(nn.Module):
 
         self.layers = nn.Sequential(*(ResidualRecurrent(recurrent(), channels, c) for _ in range(depth)))
         self.head = output_head(channels, c * distribution.params_per_channel, c, head_layers)
+        # one bias per recurrent layer input and one for the head's
+        self.label_bias = ClassBias(num_classes, channels, depth + 1) if num_classes else None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def _stages(self, y: Tensor | None) -> list:
+        """The layers in order, with the label's biases (B, C) between them for a conditional model."""
+        if self.label_bias is None:
+            return [self.first, *self.layers, self.head]
+        bias = self.label_bias(y)
+        stages = [self.first]
+        for n, layer in enumerate([*self.layers, self.head]):
+            stages += [bias[n], layer]
+        return stages
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         # Channels-last memory: the recurrent layers step through contiguous (W or H, C) blocks.
         x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.layers(self.first(x))).contiguous()
+        for stage in self._stages(y):
+            x = x + stage[:, :, None, None] if isinstance(stage, Tensor) else stage(x)
+        return x.contiguous()
+
+    def fast_stepper(self, batch: int, device, dtype, y: Tensor | None) -> CachedColumns:
+        # Row LSTM only: the Diagonal BiLSTM layers have no column, so building one raises
+        # FastSamplingUnsupported (and `has_fast_path` is False for them).
+        stages = [Shift(s.to(dtype)) if isinstance(s, Tensor) else s for s in self._stages(y)]
+        return CachedColumns(stages, self.image_shape, batch, device, dtype)
+
+
+def check(keys: Mapping[str, Any]) -> None:
+    require_choice("model.arch", keys["arch"], ARCHS)
+    require_choice("model.cell", keys["cell"], CELLS)
+    for key in ("depth", "head_layers"):
+        require_int(f"model.{key}", keys[key])
+    require_int("model.channels", keys["channels"], minimum=2)
+    if keys["channels"] % 2:
+        raise ConfigError(
+            f"model.channels={keys['channels']} is invalid: it must be even "
+            "(2h features, h per gate inside each recurrent layer)"
+        )
+    if keys["arch"] == "row_lstm":
+        require_int("model.kernel", keys["kernel"], odd=True)
+    elif keys["kernel"] != DIAGONAL_KERNEL:
+        raise ConfigError(
+            f"model.kernel={keys['kernel']} is not used by model.arch=diagonal_bilstm (its kernels are fixed: "
+            f"1x1 input-to-state, 2x1 state-to-state); leave it at {DIAGONAL_KERNEL} or use model.arch=row_lstm"
+        )
+
+
+FAMILY = Family(name="pixelrnn", model=PixelRNN, check=check)
+
+
+class _ResidualRecurrent:
+    """PixelRNN's residual recurrent layer: x + up(layer(x))."""
+
+    def __init__(self, block: ResidualRecurrent, geometry: Geometry, cache: Tensor | None):
+        self._layer = column(block.layer, geometry, cache)
+        self._up = column(block.up, geometry)
+
+    def step(self, v: Tensor, q: int) -> Tensor:
+        return v + self._up.step(self._layer.step(v, q), q)
+
+    def full(self, x: Tensor) -> Tensor:
+        return x + self._up.full(self._layer.full(x))
+
+
+class _RowLSTMColumn:
+    """A Row LSTM (LSTM or GRU cell) at one position, from the cached states of the row above.
+
+    The states (h, and c for the LSTM) live in one cache (states, B, H + 1, W + 2p, h), p = k // 2:
+    cache row i + 1 holds image row i, cache row 0 the learned initial state (row -1), and the p
+    zero columns each side are the state-to-state convolution's zero padding. The 1 x k window of
+    row i - 1 around j is then a plain view, (B, k h) after flattening, and the state-to-state
+    matrix is permuted once from the layer's (h k) window order to this (k h) order.
+    """
+
+    def __init__(self, layer: RowLSTM, geometry: Geometry, cache: Tensor | None):
+        b, height, width = geometry.batch, geometry.height, geometry.width
+        hidden, k, p = layer.hidden, layer.kernel, layer.kernel // 2
+        self._cell, self._gates, self._hidden, self._k, self._p = layer.cell, layer.cell.gates, hidden, k, p
+        self._input = column(layer.input_to_state, geometry, cache)
+        self._state_to_state = (
+            layer.state_to_state.view(hidden, k, -1).transpose(0, 1).reshape(k * hidden, -1).to(geometry.dtype)
+        )
+        states = layer.cell.states
+        self._states = torch.zeros(
+            states, b, height + 1, width + 2 * p, hidden, device=geometry.device, dtype=geometry.dtype
+        )
+        self._states[:, :, 0, p : p + width] = layer.initial_state.view(states, 1, 1, hidden)
+        hs = self._states
+        # Per-position views, made once (indexing costs as much as the math at this size).
+        self._windows = [hs[0, :, i, j : j + k].view(b, k * hidden) for i in range(height) for j in range(width)]
+        self._above = [tuple(hs[:, :, i, p + j].unbind(0)) for i in range(height) for j in range(width)]
+        self._here = [tuple(hs[:, :, i + 1, p + j].unbind(0)) for i in range(height) for j in range(width)]
+
+    def step(self, v: Tensor, q: int) -> Tensor:
+        x = self._input.step(v, q).view(-1, self._gates, self._hidden)
+        s = (self._windows[q] @ self._state_to_state).view_as(x)
+        state = self._cell.step(x, s, self._above[q])
+        for cached, new in zip(self._here[q], state):
+            cached.copy_(new)
+        return state[0]
+
+    def full(self, x: Tensor) -> Tensor:
+        b, _, height, width = x.shape
+        gates, hidden, k, p = self._gates, self._hidden, self._k, self._p
+        xg = self._input.full(x).permute(0, 2, 3, 1).unflatten(-1, (gates, hidden))  # (B, H, W, G, h)
+        hs = self._states
+        for i in range(height):
+            windows = hs[0, :, i].unfold(1, k, 1).transpose(-1, -2).reshape(b * width, k * hidden)
+            s = (windows @ self._state_to_state).view(b, width, gates, hidden)
+            state = self._cell.step(xg[:, i], s, tuple(hs[:, :, i, p : p + width].unbind(0)))
+            hs[:, :, i + 1, p : p + width] = torch.stack(state)
+        return hs[0, :, 1:, p : p + width].permute(0, 3, 1, 2)
+
+
+register_layer(ResidualRecurrent)(_ResidualRecurrent)
+register_layer(RowLSTM)(_RowLSTMColumn)

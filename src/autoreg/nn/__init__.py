@@ -1,10 +1,12 @@
-"""Building blocks: masked convolutions, recurrent cells, skew/unskew."""
+"""Building blocks: masked convolutions, recurrent cells, skew/unskew, class conditioning."""
+from autoreg.nn.conditioning import ClassBias
 from autoreg.nn.masked import MaskedConv2d, causal_mask, channel_groups
 from autoreg.nn.recurrent import CELLS, DiagonalBiLSTM, GRUCell, LSTMCell, RowLSTM, diagonal_order, gate_conv
 from autoreg.nn.skew import skew, unskew
 
 __all__ = [
     "CELLS",
+    "ClassBias",
     "DiagonalBiLSTM",
     "GRUCell",
     "LSTMCell",

@@ -1,0 +1,99 @@
+"""sample.py's task: a PNG grid of samples, or of completions of test images, from a checkpoint.
+
+    python sample.py ckpt=<.ckpt> num=64                 # samples
+    python sample.py ckpt=<.ckpt> label=3                # a class-conditional model: class 3
+    python sample.py ckpt=<.ckpt> label=all num=20       # one row per class
+    python sample.py ckpt=<.ckpt> complete=true num=8    # bottom halves of test images redrawn
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from autoreg.build import build_datamodule
+from autoreg.config import ConfigError, check_choice, check_int, check_positive
+from autoreg.module import AutoregressiveModule
+from autoreg.sampling import METHODS, class_rows, sample as draw
+
+log = logging.getLogger("autoreg")
+
+
+def sample(cfg: DictConfig) -> Path:
+    """Draw `cfg.num` samples (or complete `cfg.num` test images) from `cfg.ckpt`; write a PNG grid."""
+    from torchvision.utils import make_grid, save_image
+
+    check_int(cfg, "num")
+    check_int(cfg, "completions")
+    check_positive(cfg, "temperature")
+    check_choice(cfg, "sampling.method", METHODS)
+    check_choice(cfg, "device", ("auto", "cpu", "cuda"))
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is available; use device=auto or device=cpu")
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    module = AutoregressiveModule.from_checkpoint(cfg.ckpt, map_location=device, key="ckpt")
+    net = module.net.to(device)
+    label = check_label(cfg.label, net.num_classes, cfg.complete)
+    kwargs = dict(method=cfg.sampling.method, temperature=cfg.temperature, seed=cfg.seed,
+                  batch_size=cfg.batch_size, progress=cfg.progress)
+    ckpt = Path(cfg.ckpt)
+    if cfg.complete:
+        images = completion_grid(module, cfg.num, cfg.completions, {**kwargs, "y": label}, device)
+        nrow, kind = 2 + cfg.completions, "completions"
+    elif label == "all":
+        per_class = math.ceil(cfg.num / net.num_classes)
+        images = draw(net, per_class * net.num_classes, y=class_rows(net.num_classes, per_class), **kwargs).cpu()
+        nrow, kind = per_class, "samples"
+    else:
+        images = draw(net, cfg.num, y=label, **kwargs).cpu()
+        nrow, kind = int(math.ceil(math.sqrt(cfg.num))), "samples"
+    out = Path(cfg.out) if cfg.out else ckpt.with_name(f"{ckpt.stem}_{kind}.png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(images, nrow=nrow, pad_value=0.5), out)
+    log.info("wrote %d %s to %s", len(images) if kind == "samples" else cfg.num, kind, out)
+    return out
+
+
+def check_label(label, num_classes: int | None, complete: bool) -> int | str | None:
+    """`label=` against the model: an int class, `all`, or None (a conditional model then draws
+    one row per class; completions keep each test image's own label)."""
+    if label is None:
+        if num_classes and not complete:
+            log.info("a class-conditional model and no label=: drawing one row per class (label=all)")
+            return "all"
+        return None
+    if not num_classes:
+        raise ConfigError(f"label={label} needs a class-conditional model; this checkpoint's model is unconditional "
+                          "(train one with model.conditional=true)")
+    if label == "all":
+        if complete:
+            raise ConfigError("label=all draws one row per class; completions take label=<class> or keep each image's own label (no label=)")
+        return "all"
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_classes:
+        raise ConfigError(f"label={label} is invalid: it must be a class in 0..{num_classes - 1} or all")
+    return label
+
+
+def completion_grid(module: AutoregressiveModule, num: int, completions: int, kwargs, device) -> torch.Tensor:
+    """Rows of [original, bottom half hidden, completions...] for the first `num` test images
+    (the PixelRNN paper's fig. 1 layout); the dataset is the checkpoint's own data config. A
+    conditional model completes each image for `kwargs['y']`, or for its own label when None."""
+    datamodule = build_datamodule(module.hparams.data)
+    datamodule.setup("test")
+    test = datamodule.splits["test"]
+    index = torch.arange(min(num, len(test)))
+    x, labels = datamodule.on_after_batch_transfer(test[index], 0)
+    h = x.shape[2]
+    known_mask = torch.zeros_like(x, dtype=torch.bool)
+    known_mask[:, :, : h // 2] = True
+    y = kwargs["y"]
+    if module.net.num_classes and y is None:
+        y = labels.repeat_interleave(completions).to(device)
+    filled = draw(module.net, known=x.repeat_interleave(completions, 0).to(device),
+                  known_mask=known_mask.repeat_interleave(completions, 0).to(device), **{**kwargs, "y": y}).cpu()
+    hidden = torch.where(known_mask, x, torch.full_like(x, 0.5))
+    rows = [torch.cat([x[i : i + 1], hidden[i : i + 1], filled[i * completions : (i + 1) * completions]]) for i in range(len(x))]
+    return torch.cat(rows)
