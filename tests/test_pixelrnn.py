@@ -11,9 +11,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from autoreg.config import ConfigError
-from autoreg.models import build_model, checked_keys, family, model_keys
 from autoreg.distributions import Bernoulli, Categorical
-from autoreg.models import build_model
+from autoreg.models import build_model, checked_keys, family, model_keys
 from autoreg.models.pixelrnn import FIRST_KERNEL, PixelRNN
 from autoreg.nn import CELLS, DiagonalBiLSTM, RowLSTM, diagonal_order, skew, unskew
 

@@ -106,19 +106,10 @@ def lab_config(overrides: list[str], output_dir: Path | str = "unused"):
 
 
 def autoreg_lab_module():
-    """autoreg's LightningModule for `+experiment=lab`, built as autoreg.cli.train builds it."""
-    from omegaconf import OmegaConf
+    """autoreg's LightningModule for `+experiment=lab`, built by the factory autoreg.cli.train uses."""
+    from autoreg.build import build_module
 
-    from autoreg.data import IMAGE_SHAPES
-    from autoreg.module import AutoregressiveModule
-
-    cfg = lab_config([])
-    return AutoregressiveModule(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        image_shape=IMAGE_SHAPES[cfg.data.dataset],
-        bits=cfg.data.bits,
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-    )
+    return build_module(lab_config([]))
 
 
 class Windows:

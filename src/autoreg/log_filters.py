@@ -6,10 +6,11 @@ import warnings
 
 
 class _DropAdverts(logging.Filter):
-    """Lightning logs a "Tip: try litlogger" advert on every run: nothing about the run itself."""
+    """Lightning logs "Tip: try litlogger / litmodels" adverts on every run: nothing about the run."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+        message = record.getMessage()
+        return "litlogger" not in message and "litmodels" not in message
 
 
 def install_log_filters() -> None:

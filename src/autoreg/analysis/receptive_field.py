@@ -78,8 +78,10 @@ def gradient_map(net: nn.Module, x: torch.Tensor, pixel: tuple[int, int]) -> tor
     was_training = net.training
     net.eval()
     x = x.detach().clone().requires_grad_(True)
+    # a class-conditional net gets class 0: the field's geometry does not depend on the label
+    y = torch.zeros(len(x), dtype=torch.long, device=x.device) if getattr(net, "num_classes", None) else None
     with torch.enable_grad():
-        params = net(x)
+        params = net(x, y)
         (grad,) = torch.autograd.grad(params[:, :, pixel[0], pixel[1]].sum(), x)
     net.train(was_training)
     return grad.abs().sum(dim=(0, 1)).cpu()
@@ -252,7 +254,7 @@ def receptive_field_figure(argv: list[str]) -> Path:
             raise ConfigError(f"ckpt={own['ckpt']} takes the model and data from the checkpoint; drop the overrides {' '.join(overrides)}")
         trained = AutoregressiveModule.from_checkpoint(own["ckpt"])
         model_cfg, shape = dict(trained.hparams.model), tuple(trained.image_shape)
-        fresh = build_model(model_cfg, shape, trained.distribution)
+        fresh = build_model(model_cfg, shape, trained.distribution, num_classes=trained.net.num_classes)
         x = validation_images(build_datamodule(trained.hparams.data), 8)
         nets = [("untrained", fresh), ("trained", trained.net)]
         default_out = Path(own["ckpt"]).with_name(f"{Path(own['ckpt']).stem}_receptive_field.png")
@@ -262,7 +264,7 @@ def receptive_field_figure(argv: list[str]) -> Path:
         validate(cfg)
         model_cfg, shape = OmegaConf.to_container(cfg.model, resolve=True), IMAGE_SHAPES[cfg.data.dataset]
         x = _random_images(shape)
-        nets = [("untrained", build_model(model_cfg, shape, distribution_for(cfg.data.bits)))]
+        nets = [("untrained", build_model(model_cfg, shape, distribution_for(cfg.data.bits), cfg.data.num_classes))]
         default_out = Path("outputs/receptive_field") / f"{job_dirname(','.join(overrides)) or model_cfg['name']}.png"
     pixel = parse_pixel(own.get("pixel"), shape)
     panels = [(label, gradient_map(net, x, pixel)) for label, net in nets]
