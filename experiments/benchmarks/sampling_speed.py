@@ -18,7 +18,9 @@ Models (`MODELS` below, selected by key with `--models`; a new family with a fas
   two-layer output head.
 - row_lstm: the default PixelRNN (conf/model/pixelrnn.yaml): Row LSTM, LSTM cells, 32 channels
   (h = 16), two residual layers with k = 3, a two-layer output head.
-The issue's targets (2-core CPU, batch 16): lab >= 100x, default >= 30x, row_lstm >= 10x.
+- gated: the default Gated PixelCNN (conf/model/gated_pixelcnn.yaml): 24 channels, four gated
+  layers with k = 5, a two-layer output head.
+The issues' targets (2-core CPU, batch 16): lab >= 100x, default >= 30x, row_lstm >= 10x, gated >= 30x.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import time
 import torch
 
 from autoreg.distributions import Bernoulli
+from autoreg.models.gated_pixelcnn import GatedPixelCNN
 from autoreg.models.pixelcnn import PixelCNN
 from autoreg.models.pixelrnn import PixelRNN
 from autoreg.sampling import sample
@@ -52,6 +55,10 @@ MODELS = {  # key: (table label, builder)
         lambda: PixelRNN(
             (1, SIZE, SIZE), Bernoulli(), arch="row_lstm", cell="lstm", depth=2, channels=32, kernel=3, head_layers=2
         ),
+    ),
+    "gated": (
+        "Gated PixelCNN default (k=5, 4 layers, 24 ch)",
+        lambda: GatedPixelCNN((1, SIZE, SIZE), Bernoulli(), channels=24, depth=4, kernel=5, head_layers=2),
     ),
 }
 

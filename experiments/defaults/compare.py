@@ -1,4 +1,4 @@
-"""Which PixelCNN should `python train.py` train? Lowest validation NLL per CPU-minute.
+"""Which PixelCNN should `python train.py` train? Lowest validation NLL per CPU-minute (PixelCNN and Gated PixelCNN).
 
 Every candidate gets the same CPU budget on the offline MNIST data: its training throughput is
 measured first (all candidates interleaved in one process, so they share the machine's state),
@@ -29,6 +29,9 @@ CANDIDATES = {
     "residual k3, depth 8, 64 ch": ["model.depth=8", "model.channels=64", "model.kernel=3"],
     "residual k5, depth 2, 64 ch": ["model.depth=2", "model.channels=64", "model.kernel=5"],
     "residual k7, depth 2, 64 ch": ["model.depth=2", "model.channels=64", "model.kernel=7"],
+    "gated k5, depth 4, 24 ch": ["model=gated_pixelcnn", "model.depth=4", "model.channels=24", "model.kernel=5"],
+    "gated k5, depth 4, 48 ch": ["model=gated_pixelcnn", "model.depth=4", "model.channels=48", "model.kernel=5"],
+    "gated k3, depth 6, 32 ch": ["model=gated_pixelcnn", "model.depth=6", "model.channels=32", "model.kernel=3"],
 }
 
 
