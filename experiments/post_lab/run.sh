@@ -21,6 +21,8 @@ rf model=pixelcnn model.depth=4 model.kernel=3 model.dilation=2 out=$OUT/recepti
 rf model=pixelcnn model.depth=12 model.kernel=3 out=$OUT/receptive_field/pixelcnn_depth12_k3.png
 rf model=pixelrnn model.arch=row_lstm out=$OUT/receptive_field/row_lstm.png
 rf model=pixelrnn model.arch=diagonal_bilstm out=$OUT/receptive_field/diagonal_bilstm.png
+rf model=gated_pixelcnn out=$OUT/receptive_field/gated_pixelcnn.png   # the default: 4 layers, k = 5
+rf model=pixelcnn model.first_kernel=5 model.depth=3 model.kernel=5 out=$OUT/receptive_field/pixelcnn_4layers_k5.png
 # trained vs untrained: the seed-0 depth-12 and Diagonal BiLSTM (LSTM) jobs of the sweeps above
 rf ckpt="$(ls -d outputs/post_lab/depth_sweep/*model.depth=12,seed=0)/checkpoints/best.ckpt" \
    out=$OUT/receptive_field/pixelcnn_depth12_trained.png

@@ -329,20 +329,22 @@ def column(layer: nn.Module, geometry: Geometry, cache: Tensor | None = None) ->
 
 class CachedColumns:
     """A Stepper for a feed-forward stack of layers (the model's input goes to `layers[0]`).
-    `layers` holds modules, or ready columns for parts that are not modules (`Shift`: a label's bias).
+    `layers` holds modules, ready columns, or (B, C) tensors: a label's bias added there (`Shift`;
+    autoreg.nn.with_label_biases lays them out).
 
     The canvas lives in the first layer's input cache: (B, H*W + 1, C) channels-last, the extra
     row a zero that every tap outside the image points to (so no padding is needed).
     """
 
-    def __init__(self, layers: Sequence[nn.Module | Column], image_shape, batch: int, device, dtype):
+    def __init__(self, layers: Sequence[nn.Module | Column | Tensor], image_shape, batch: int, device, dtype):
         c, h, w = image_shape
         self._input = torch.zeros(batch, h * w + 1, c, device=device, dtype=dtype)
         self.canvas = self._input[:, : h * w].view(batch, h, w, c).permute(0, 3, 1, 2)
         self._pixels = self._input.unbind(1)
         geometry = Geometry(batch, h, w, device, dtype)
         self._net = _Chain(
-            [column(layer, geometry, self._input if n == 0 else None) if isinstance(layer, nn.Module) else layer
+            [column(layer, geometry, self._input if n == 0 else None) if isinstance(layer, nn.Module)
+             else Shift(layer.to(dtype)) if isinstance(layer, Tensor) else layer
              for n, layer in enumerate(layers)]
         )
 

@@ -27,8 +27,8 @@ from torch import nn
 
 from autoreg.config import ConfigError, require_bool, require_int
 from autoreg.models import Family
-from autoreg.nn import ClassBias, MaskedConv2d
-from autoreg.sampling import CachedColumns, Residual, Shift, register_layer
+from autoreg.nn import ClassBias, MaskedConv2d, run_stages, with_label_biases
+from autoreg.sampling import CachedColumns, Residual, register_layer
 
 
 class ResidualBlock(nn.Module):
@@ -91,23 +91,13 @@ class PixelCNN(nn.Module):
         self.label_bias = ClassBias(num_classes, channels, depth + 1) if num_classes else None
 
     def _stages(self, y: torch.Tensor | None) -> list:
-        """The layers in order, with the label's biases (B, C) between them for a conditional model."""
-        if self.label_bias is None:
-            return [self.first, *self.blocks, self.head]
-        bias = self.label_bias(y)
-        stages = [self.first]
-        for n, layer in enumerate([*self.blocks, self.head]):
-            stages += [bias[n], layer]
-        return stages
+        return with_label_biases([self.first, *self.blocks, self.head], self.label_bias, y)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        for stage in self._stages(y):
-            x = x + stage[:, :, None, None] if isinstance(stage, torch.Tensor) else stage(x)
-        return x
+        return run_stages(self._stages(y), x)
 
     def fast_stepper(self, batch: int, device, dtype, y: torch.Tensor | None) -> CachedColumns:
-        stages = [Shift(s.to(dtype)) if isinstance(s, torch.Tensor) else s for s in self._stages(y)]
-        return CachedColumns(stages, self.image_shape, batch, device, dtype)
+        return CachedColumns(self._stages(y), self.image_shape, batch, device, dtype)
 
 
 register_layer(ResidualBlock)(Residual)

@@ -43,8 +43,8 @@ from torch import Tensor, nn
 from autoreg.config import ConfigError, require_choice, require_int
 from autoreg.models import Family
 from autoreg.models.pixelcnn import output_head
-from autoreg.nn import CELLS, ClassBias, DiagonalBiLSTM, MaskedConv2d, RowLSTM
-from autoreg.sampling import CachedColumns, Geometry, Shift, column, register_layer
+from autoreg.nn import CELLS, ClassBias, DiagonalBiLSTM, MaskedConv2d, RowLSTM, run_stages, with_label_biases
+from autoreg.sampling import CachedColumns, Geometry, column, register_layer
 
 ARCHS = ("row_lstm", "diagonal_bilstm")
 DIAGONAL_KERNEL = 3  # the only `kernel` the Diagonal BiLSTM accepts (the shared default)
@@ -95,27 +95,16 @@ class PixelRNN(nn.Module):
         self.label_bias = ClassBias(num_classes, channels, depth + 1) if num_classes else None
 
     def _stages(self, y: Tensor | None) -> list:
-        """The layers in order, with the label's biases (B, C) between them for a conditional model."""
-        if self.label_bias is None:
-            return [self.first, *self.layers, self.head]
-        bias = self.label_bias(y)
-        stages = [self.first]
-        for n, layer in enumerate([*self.layers, self.head]):
-            stages += [bias[n], layer]
-        return stages
+        return with_label_biases([self.first, *self.layers, self.head], self.label_bias, y)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         # Channels-last memory: the recurrent layers step through contiguous (W or H, C) blocks.
-        x = x.contiguous(memory_format=torch.channels_last)
-        for stage in self._stages(y):
-            x = x + stage[:, :, None, None] if isinstance(stage, Tensor) else stage(x)
-        return x.contiguous()
+        return run_stages(self._stages(y), x.contiguous(memory_format=torch.channels_last)).contiguous()
 
     def fast_stepper(self, batch: int, device, dtype, y: Tensor | None) -> CachedColumns:
         # Row LSTM only: the Diagonal BiLSTM layers have no column, so building one raises
         # FastSamplingUnsupported (and `has_fast_path` is False for them).
-        stages = [Shift(s.to(dtype)) if isinstance(s, Tensor) else s for s in self._stages(y)]
-        return CachedColumns(stages, self.image_shape, batch, device, dtype)
+        return CachedColumns(self._stages(y), self.image_shape, batch, device, dtype)
 
 
 def check(keys: Mapping[str, Any]) -> None:

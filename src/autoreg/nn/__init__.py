@@ -1,5 +1,5 @@
 """Building blocks: masked convolutions, recurrent cells, skew/unskew, class conditioning."""
-from autoreg.nn.conditioning import ClassBias
+from autoreg.nn.conditioning import ClassBias, run_stages, with_label_biases
 from autoreg.nn.masked import MaskedConv2d, causal_mask, channel_groups
 from autoreg.nn.recurrent import CELLS, DiagonalBiLSTM, GRUCell, LSTMCell, RowLSTM, diagonal_order, gate_conv
 from autoreg.nn.skew import skew, unskew
@@ -16,6 +16,8 @@ __all__ = [
     "channel_groups",
     "diagonal_order",
     "gate_conv",
+    "run_stages",
     "skew",
     "unskew",
+    "with_label_biases",
 ]

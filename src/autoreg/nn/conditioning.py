@@ -28,3 +28,21 @@ class ClassBias(nn.Module):
             raise ValueError("this model is class-conditional: it needs labels y (B,) in 0..num_classes-1")
         return self.embedding(y.long()).view(-1, self.layers, self.channels).transpose(0, 1)
 
+
+
+def with_label_biases(layers: list[nn.Module], label_bias: ClassBias | None, y: torch.Tensor | None) -> list:
+    """`layers` in order with, for a conditional model, the label's (B, C) bias before each layer
+    but the first (`label_bias` holds len(layers) - 1 of them); unchanged for an unconditional one."""
+    if label_bias is None:
+        return list(layers)
+    stages = [layers[0]]
+    for layer, bias in zip(layers[1:], label_bias(y)):
+        stages += [bias, layer]
+    return stages
+
+
+def run_stages(stages: list, x: torch.Tensor) -> torch.Tensor:
+    """Apply `with_label_biases`' stages: layers are called, biases added per channel."""
+    for stage in stages:
+        x = x + stage[:, :, None, None] if isinstance(stage, torch.Tensor) else stage(x)
+    return x
