@@ -18,6 +18,9 @@ decide how much of that context a network really gets:
   the taps, so the same depth reaches further, with holes (pre-lab question 3).
 - Row LSTM: the state of row i reads the states of row i-1 through a 1 x k convolution, so the
   field is a triangle widening upwards and misses the sides.
+- Gated PixelCNN: a vertical stack over the rows above and a horizontal one over the current row
+  (arXiv 1606.05328): a full rectangle of rows above and the row's pixels to the left, no blind
+  spot (autoreg.models.gated_pixelcnn gives its exact extent).
 - Diagonal BiLSTM: two diagonal recurrences (left-to-right, and right-to-left shifted down a
   row) cover the whole context (but see the NOTE in autoreg.models.pixelrnn about one pixel).
 
