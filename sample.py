@@ -1,7 +1,10 @@
 """Draw a PNG grid of samples (or completions) from a checkpoint: `python sample.py ckpt=... num=64`."""
+import sys
+
 import hydra
 
 from autoreg.cli import sample_main
+from autoreg.preflight import check_group_options
 from autoreg.resolvers import register_resolvers
 
 
@@ -14,4 +17,5 @@ def main(cfg):
 
 
 if __name__ == "__main__":
+    check_group_options(sys.argv[1:])
     main()

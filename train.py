@@ -1,7 +1,10 @@
 """Train an autoregressive image model: `python train.py [overrides]`, `python train.py -m ...`."""
+import sys
+
 import hydra
 
 from autoreg.cli import train_main
+from autoreg.preflight import check_group_options
 from autoreg.resolvers import register_resolvers
 
 
@@ -14,4 +17,5 @@ def main(cfg):
 
 
 if __name__ == "__main__":
+    check_group_options(sys.argv[1:])
     main()

@@ -53,6 +53,11 @@ def test_every_model_config_is_a_discovered_family_that_builds():
         assert module.net.num_classes is None and datamodule.batch_size == cfg.data.batch_size
 
 
+def test_a_pixelcnn_without_context_is_refused():
+    with pytest.raises(ConfigError, match=r"model.first_kernel=1 leaves the mask-A first layer no earlier pixel"):
+        validate(compose_train(["model.first_kernel=1"]))
+
+
 def test_unknown_family_and_unknown_key_are_one_line():
     with pytest.raises(ConfigError, match=r"model.name=nope is not a model family; choose one of: .*pixelcnn") as err:
         build_model({"name": "nope"}, (1, 4, 4), Bernoulli())

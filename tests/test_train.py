@@ -30,6 +30,11 @@ def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path, caplog):
     # metrics.json keeps the exact float64 mean; TensorBoard stores float32
     assert written["global_step"] == 12 and abs(written["best/val/nll"] - min(events["scalars"]["val/nll"])) < 1e-3
     assert written["test/nll"] == metrics["test/nll"] and written["params"] > 0
+    # the summary says where everything went and how to go on
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    assert f"run dir: {tmp_path}" in caplog.text and f"best checkpoint: {best}" in caplog.text
+    assert f"val/nll: final {metrics['val/nll']:.2f} nats" in caplog.text and "12 steps in" in caplog.text
+    assert f"next: tensorboard --logdir {tmp_path}  |  python sample.py ckpt={best}" in caplog.text
 
 
 def test_multirun_two_jobs_into_one_sweep_dir(tmp_path):
@@ -42,6 +47,10 @@ def test_multirun_two_jobs_into_one_sweep_dir(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(jobs) == 2
+    assert f"sweep dir: {sweep}" in proc.stdout and f"python -m autoreg.analysis.report {sweep}" in proc.stdout
+    for job in jobs:  # the end-of-sweep table: one row per job with its final val/nll
+        final = json.loads((job / "metrics.json").read_text())["val/nll"]
+        assert f"| {job.name} | {final:.2f} |" in proc.stdout
     for job, kernel in zip(jobs, (3, 5)):
         assert f"model.kernel={kernel}" in job.name  # the TensorBoard run name shows the overrides
         events = read_events(job)

@@ -60,10 +60,26 @@ def test_cli_bad_value_is_one_line_before_data(tmp_path):
     assert not (tmp_path / "nodata").exists()  # no data was read or downloaded
 
 
-def test_cli_unknown_model_lists_choices(tmp_path):
-    proc = run_train("model=transformer", cwd=tmp_path)
+def test_cli_misspelt_group_option_is_one_line_with_a_suggestion(tmp_path):
+    proc = run_train("model=pixelrnnn", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "Could not find 'model/transformer'" in proc.stderr and "pixelcnn" in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: model=pixelrnnn is not an option of the config group 'model' (did you mean pixelrnn?); "
+        "choose one of: gated_pixelcnn, pixelcnn, pixelrnn"
+    ]
+    assert not (tmp_path / "run").exists()  # nothing was made
+
+
+def test_group_options_of_a_sweep_and_presets_are_checked():
+    from autoreg.preflight import _check_group_options
+
+    conf = ROOT / "conf"
+    _check_group_options(["-m", "model=pixelcnn,pixelrnn", "+experiment=lab", "hparams_search=null",
+                          "hydra/launcher=basic", "model.kernel=3"], conf)  # all fine, hydra/ left to Hydra
+    with pytest.raises(ConfigError, match=r"model=transformer is not an option of the config group 'model'; choose one of"):
+        _check_group_options(["-m", "model=pixelcnn,transformer"], conf)
+    with pytest.raises(ConfigError, match=r"experiment=kernel_sweeep .*did you mean kernel_sweep\?"):
+        _check_group_options(["+experiment=kernel_sweeep"], conf)
 
 
 def test_long_sweep_job_names_are_cut_and_unique():

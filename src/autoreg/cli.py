@@ -29,6 +29,7 @@ from autoreg.errors import UserError, exit_with_one_line
 from autoreg.hparams import count_parameters, flat_hparams, log_hparams
 from autoreg.log_filters import install_log_filters
 from autoreg.sample_cli import sample
+from autoreg.summary import run_summary
 
 log = logging.getLogger("autoreg")
 
@@ -82,6 +83,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics.update(params=count_parameters(module), global_step=trainer.global_step, epochs=trainer.current_epoch)
     if trainer.is_global_zero:
         write_metrics(written, metrics)
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        for line in run_summary(output_dir, metrics, best or None):
+            log.info(line)
     return metrics, {"cfg": cfg, "module": module, "datamodule": datamodule, "trainer": trainer}
 
 

@@ -1,8 +1,9 @@
-"""The Hydra callback (conf/train.yaml `hydra.callbacks.preflight`) that checks what needs no data
-before Hydra makes the run or sweep dir."""
+"""Checks before Hydra makes a run or sweep dir: `check_group_options` (the entry points, on the
+command line) and the Hydra callback `Preflight` (conf/train.yaml `hydra.callbacks.preflight`)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,28 @@ def _preflight(check: Callable[[], None]) -> None:
         check()
     except UserError as err:
         exit_with_one_line(err)
+
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def check_group_options(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
+    """`group=option` on the command line must name a file conf/<group>/<option>.yaml: one line with
+    the group's options and the closest match instead of Hydra's search-path listing. Groups of
+    Hydra's own (`hydra/...`) and values Hydra resolves itself (`null`) are left to Hydra."""
+    _preflight(lambda: _check_group_options(argv, conf_dir))
+
+
+def _check_group_options(argv: Sequence[str], conf_dir: Path) -> None:
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        group = conf_dir / key
+        if not sep or key.startswith("hydra/") or "." in key or not group.is_dir():
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        for option in value.split(","):  # a sweep lists several
+            if option in options or option == "null":
+                continue
+            close = difflib.get_close_matches(option, options, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{key}={option} is not an option of the config group '{key}'{hint}; choose one of: {', '.join(options)}")

@@ -108,6 +108,9 @@ def check(keys: Mapping[str, Any]) -> None:
         require_int(f"model.{key}", keys[key])
     require_int("model.kernel", keys["kernel"], odd=True)
     require_int("model.first_kernel", keys["first_kernel"], odd=True)
+    if keys["first_kernel"] == 1:  # only the centre tap, and mask A drops it: no spatial context
+        raise ConfigError("model.first_kernel=1 leaves the mask-A first layer no earlier pixel to see (a model without "
+                          "context); use an odd kernel >= 3")
     require_bool("model.residual", keys["residual"])
     require_int("model.channels", keys["channels"], minimum=2 if keys["residual"] else 1)
     if keys["residual"] and keys["channels"] % 2:
