@@ -3,6 +3,8 @@ BiLSTM's full context), the receptive-field CLI and callback, and the sweep repo
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -132,3 +134,112 @@ def test_report_sorts_by_the_swept_keys_and_averages_over_seeds(tmp_path):
     assert "| 2 | 2 | 102.00 | 2.83 | 100.00 | 104.00 |" in means and "| 12 | 2 | 91.00 | 1.41 |" in means
     assert "50 optimizer steps per job; 4.0 min of training (wall clock) in all (4 jobs)" in report
     assert (sweep / "val_nll.png").is_file() and not (sweep / "curves.png").exists()  # no event files here
+
+
+# The learning-curves figure (curves.png) of a short sweep: 15 training points and 2 val points,
+# the NLLs of two real 150-step jobs (model.kernel=3,5) logged every 10 steps.
+SHORT_TRAIN = {
+    "3": [512.0, 409.8, 273.3, 191.1, 177.2, 146.4, 123.8, 114.0, 111.2, 106.5, 107.1, 106.7, 103.1, 102.7, 102.1],
+    "5": [522.0, 406.3, 301.0, 222.1, 195.8, 156.6, 133.3, 121.4, 115.5, 108.0, 107.4, 107.9, 104.3, 103.0, 102.6],
+}
+SHORT_VAL = {"3": [132.5, 103.8], "5": [140.9, 104.5]}
+
+
+def write_curves_job(sweep, num: int, overrides: list[str], train: list[float], val: list[float], every: int = 10) -> None:
+    """A finished job whose event files hold `train` (steps every-1, 2 every-1, ...) and `val`
+    (evenly spread up to the last training step) as `train/nll` and `val/nll`."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    write_job(sweep, num, overrides, {"val/nll": val[-1], "val/bpd": 0.2, "best/val/nll": min(val), "global_step": every * len(train)})
+    writer = SummaryWriter(next(sweep.glob(f"{num}_*")))
+    for i, value in enumerate(train):
+        writer.add_scalar("train/nll", value, (i + 1) * every - 1)
+    for i, value in enumerate(val):
+        writer.add_scalar("val/nll", value, (i + 1) * every * len(train) // len(val) - 1)
+    writer.close()
+
+
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """The matplotlib Figures the report saves, by file name (saved as usual)."""
+    from matplotlib.figure import Figure
+
+    figures, savefig = {}, Figure.savefig
+
+    def record(self, fname, *args, **kwargs):
+        figures[Path(fname).name] = self
+        return savefig(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return figures
+
+
+def job_lines(ax):
+    """(x, y) of the lines that stand for a job (labelled), not the faint logged points behind."""
+    return [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines() if not line.get_label().startswith("_")]
+
+
+def inside(ax, x: list[float], y: list[float]) -> bool:
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    return all(x0 <= a <= x1 for a in x) and all(y0 <= b <= y1 for b in y)
+
+
+def test_curves_of_a_short_sweep_show_every_job_and_every_val_point(tmp_path, saved_figures):
+    sweep = tmp_path / "sweep"
+    for num, kernel in enumerate(SHORT_TRAIN):
+        write_curves_job(sweep, num, [f"model.kernel={kernel}"], SHORT_TRAIN[kernel], SHORT_VAL[kernel])
+    write_report(sweep)
+    train_ax, val_ax = saved_figures["curves.png"].get_axes()
+
+    val = job_lines(val_ax)
+    assert sorted(y for _, ys in val for y in ys) == pytest.approx(sorted(v for vs in SHORT_VAL.values() for v in vs))
+    assert all(inside(val_ax, x, y) for x, y in val)  # no val point cut off
+
+    train = job_lines(train_ax)
+    assert len(train) == 2
+    for (x, y), logged in zip(train, SHORT_TRAIN.values()):
+        assert abs(y[-1] - logged[-1]) < 0.5  # 15 points: no EMA lagging behind the data
+        assert inside(train_ax, x, y[len(y) // 3 :])  # all but the first steps' hundreds of nats
+        assert train_ax.get_ylim()[1] < 200  # ... which would squash the last 100 steps (102-134 nats)
+    assert inside(train_ax, [9, 149], []) and train_ax.get_xlim() == val_ax.get_xlim()  # both panels: every step
+    assert any("first steps above the axis (up to 522)" in t.get_text() for t in train_ax.texts)
+
+
+def test_curves_of_a_long_run_smooth_without_lag_over_the_logged_points(tmp_path, saved_figures):
+    """300 noisy points: a TensorBoard-like EMA (0.9), debiased (its first point is the first
+    logged value), drawn over the faint logged points, and ending near the noise-free curve."""
+    rng = torch.Generator().manual_seed(0)
+    trend = [95 + 400 * math.exp(-i / 20) for i in range(300)]
+    noise = torch.randn(300, generator=rng).mul(3).tolist()
+    train = [t + n for t, n in zip(trend, noise)]
+    sweep = tmp_path / "sweep"
+    write_curves_job(sweep, 0, ["seed=0"], train, [140.0, 100.0, 97.0, 96.0, 95.5])
+    write_curves_job(sweep, 1, ["seed=1"], [v + 1 for v in train], [141.0, 101.0, 98.0, 97.0, 96.5])
+    write_report(sweep)
+    train_ax, val_ax = saved_figures["curves.png"].get_axes()
+    assert "EMA 0.9" in train_ax.get_ylabel()
+    faint = [line for line in train_ax.get_lines() if line.get_label().startswith("_")]
+    assert len(faint) == 2 and all(line.get_alpha() < 0.5 for line in faint)
+    assert list(faint[0].get_ydata()) == pytest.approx(train, abs=1e-4)
+    for (x, y), offset in zip(job_lines(train_ax), (0, 1)):
+        assert y[0] == pytest.approx(train[0] + offset, abs=1e-3)  # debiased: not dragged toward 0
+        assert abs(y[-1] - trend[-1] - offset) < 3  # the noise (sd 3) averaged, the trend followed
+        assert inside(train_ax, x, y[len(y) // 4 :])
+    assert all(inside(val_ax, x, y) for x, y in job_lines(val_ax))
+
+
+def test_smoothing_weight_ema_and_limits_follow_the_data():
+    from autoreg.analysis.report import _ema, smoothing_weight, y_limits
+
+    assert [smoothing_weight(n) for n in (3, 15, 29, 100, 250, 5000)] == [0, 0, 0, 0.75, 0.9, 0.9]
+    assert 0.6 <= smoothing_weight(64) < 0.75
+    assert _ema([5.0, 4.0, 3.0], 0.0) == [5.0, 4.0, 3.0]
+    assert _ema([7.0] * 50, 0.9) == pytest.approx([7.0] * 50)  # debiased: a constant stays put
+    assert _ema([2.0, math.nan, 2.0], 0.5)[2] == pytest.approx(2.0)
+    # a gentle curve keeps every point; a first step 20x the tail's range is cut and reported
+    low, high, clipped = y_limits([[130.0, 120.0, 112.0, 106.0, 103.0, 101.0, 100.0]], clip_head=True)
+    assert low < 100 and high > 130 and clipped is None
+    low, high, clipped = y_limits([[500.0, 150.0, 110.0, 105.0, 102.0, 101.0, 100.0]], clip_head=True)
+    assert low < 100 and 105 < high < 150 and clipped == 500
+    low, high, clipped = y_limits([[500.0, 150.0, 110.0, 105.0]], clip_head=False)
+    assert low < 105 and high > 500 and clipped is None

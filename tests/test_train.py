@@ -15,7 +15,8 @@ def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     cfg = tiny_cfg("trainer.limit_train_batches=12", "optim.lr=3e-3", "test=true")
     metrics, objects = train(cfg)
-    assert "GPU available" in caplog.text and "litlogger" not in caplog.text  # Lightning's info, not its advert
+    assert "Seed set to 0" in caplog.text and "litlogger" not in caplog.text  # Lightning's info, not its advert
+    assert "GPU available: False" not in caplog.text and "was configured so 100%" not in caplog.text  # nor its noise
     events = read_events(tmp_path)
     for tag in ("train/nll", "train/bpd", "train/lr", "val/nll", "val/bpd", "test/nll", "test/bpd"):
         assert tag in events["scalars"], tag
@@ -57,3 +58,14 @@ def test_multirun_two_jobs_into_one_sweep_dir(tmp_path):
         assert events["hparams"]["model.kernel"] == kernel and "val/nll" in events["scalars"]
         assert (job / "checkpoints" / "last.ckpt").is_file() and (job / "train.log").is_file()
         assert (job / ".hydra" / "config.yaml").is_file()
+
+
+def test_a_run_stopped_by_max_steps_mid_epoch_validates_its_last_step(tiny_cfg, tmp_path):
+    import torch
+
+    metrics, _ = train(tiny_cfg("trainer.max_steps=3", "trainer.limit_train_batches=10", "callbacks.samples.num=0"))
+    events = read_events(tmp_path)
+    assert events["steps"]["val/nll"] == [events["steps"]["train/nll"][-1]]  # validated after the last step, once
+    assert metrics["global_step"] == 3 and abs(metrics["val/nll"] - events["scalars"]["val/nll"][-1]) < 1e-3
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["global_step"] == 3  # best.ckpt describes the final step, not an earlier one

@@ -2,21 +2,29 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 
 
-class _DropAdverts(logging.Filter):
-    """Lightning logs "Tip: try litlogger / litmodels" adverts on every run: nothing about the run."""
+# Lightning's INFO lines that inform no one: adverts, defaults restated, hardware that is absent.
+_NOISE = re.compile(
+    r"litlogger|litmodels"
+    r"|^`Trainer\((limit_\w+_batches|val_check_interval)=1\.0\)` was configured so"
+    r"|^[GTH]PU available: False"
+)
+
+
+class _DropNoise(logging.Filter):
+    """Drops the INFO lines `_NOISE` matches; warnings and errors always pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "litlogger" not in message and "litmodels" not in message
+        return record.levelno > logging.INFO or not _NOISE.search(record.getMessage())
 
 
 def install_log_filters() -> None:
     """Called by the entry tasks (autoreg.cli); idempotent."""
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    if not any(isinstance(f, _DropAdverts) for f in logger.filters):
-        logger.addFilter(_DropAdverts())
+    if not any(isinstance(f, _DropNoise) for f in logger.filters):
+        logger.addFilter(_DropNoise())
     # Lightning's own use of a deprecated torch API, nothing a user can act on
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")

@@ -237,6 +237,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
+class FinalValidation(pl.Callback):
+    """Validate after the last step when `trainer.max_steps` ends training mid-epoch: without it the
+    run's val/nll, metrics.json and best.ckpt would describe an earlier step. Lightning validates
+    whenever training is asked to stop (`trainer.should_stop`, as early stopping does), so the last
+    step asks; a step that ends an epoch validates once, as always."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
 class SampleGrid(pl.Callback):
     """Logs a grid of `num` samples (`samples` in TensorBoard) at the end of every validation
     epoch, drawn with the same sampler as sample.py and a fixed seed, so grids compare across

@@ -9,7 +9,8 @@ Each job of a Hydra multirun is a subdirectory holding `.hydra/overrides.yaml` (
   keys (final and best val/nll, bits/dim, parameters, steps, training time), a mean-over-seeds
   table when `seed` is swept, and the reason each failed job gave;
 - val_nll.png: best val/nll against each swept key (one line per value of the other keys);
-- curves.png: training and validation NLL against steps, one line per job;
+- curves.png: training and validation NLL against steps, one line per job (the smoothing and
+  the y range chosen from the data: `curves_figure`);
 - samples.png: the last `samples` grid of every job, side by side.
 
 A job without metrics.json is reported as failed, so one crashed job never hides the others.
@@ -33,7 +34,10 @@ from matplotlib.figure import Figure
 
 from autoreg.analysis.events import read_events
 
-CURVE_SMOOTHING = 0.9  # EMA weight of the plotted training NLL (TensorBoard's smoothing slider)
+MAX_SMOOTHING = 0.9  # curves.png: the largest EMA weight of the training NLL (TensorBoard's slider)
+SMOOTHING_POINTS = 25  # curves.png: a curve of n points is smoothed over about n / 25 of them
+SQUASHED = 10  # curves.png: the first steps' training NLL is cut when it spans 10x the later values...
+HEAD_CLIP = 3  # ... and then the last half of every training curve fills at least 1/3 of the height
 MAX_LINES = 6  # val/nll plots: more settings of the other keys than this get dots, not lines
 MAX_TICKS = 12  # val/nll plots: at most this many labelled values on the x axis
 MAX_COLUMNS = 8  # sample grids: settings side by side, one row per seed
@@ -191,16 +195,67 @@ def plot_against_keys(jobs: list[Job], out: Path) -> Path | None:
     return out
 
 
+def smoothing_weight(points: int) -> float:
+    """The EMA weight for a curve of `points` values: its time constant 1 / (1 - w) is about
+    points / SMOOTHING_POINTS values, so a short curve (under 30 points) is drawn as logged and
+    only long ones get TensorBoard-like weights, 0.6 from about 60 points up to MAX_SMOOTHING."""
+    if points < 30:
+        return 0.0
+    return round(min(MAX_SMOOTHING, 1 - SMOOTHING_POINTS / points), 2)
+
+
 def _ema(values: list[float], weight: float) -> list[float]:
-    out, last = [], values[0] if values else 0.0
+    """TensorBoard's debiased EMA: the running average starts at zero and is divided by the weight
+    it has accumulated (1 - w^k), so the first points are neither dragged toward zero nor held at
+    the first value. Non-finite values are passed through and left out of the average."""
+    out, last, count = [], 0.0, 0
     for v in values:
+        if not math.isfinite(v):
+            out.append(v)
+            continue
+        count += 1
         last = weight * last + (1 - weight) * v
-        out.append(last)
+        out.append(last / (1 - weight**count))
     return out
 
 
-def plot_curves(jobs: list[Job], out: Path) -> Path | None:
-    """Training NLL (EMA-smoothed) and validation NLL against the step, one line per job."""
+def _finite(values) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def y_limits(curves: list[list[float]], clip_head: bool, below: list[float] = ()) -> tuple[float, float, float | None]:
+    """(bottom, top, clipped) y limits showing every value of `curves` and, at the bottom, of
+    `below` (the faint logged points behind a smoothed curve), padded by 5%. With
+    `clip_head`, when the first steps' NLL (hundreds of nats) would squash the rest, i.e. the
+    range of all values exceeds SQUASHED times the range of the last halves of the curves
+    (counted from the lowest value), the top is lowered to HEAD_CLIP times that range:
+    the last half of every curve then fills at least 1 / HEAD_CLIP of the height and only earlier
+    points can be above it; `clipped` is then the highest value left out (None when none is)."""
+    values = _finite(v for c in curves for v in c)
+    if not values:
+        return 0.0, 1.0, None
+    low, high = min(values + _finite(below)), max(values)
+    top = high
+    if clip_head:
+        tails = _finite(v for c in curves for v in c[len(c) // 2 :])
+        scale = max((max(tails) if tails else high) - low, 0.02 * abs(low), 1e-9)
+        if high - low > SQUASHED * scale:
+            top = low + HEAD_CLIP * scale
+    pad = 0.05 * (top - low) if top > low else max(0.05 * abs(low), 0.5)
+    return low - pad, top + pad, high if top < high else None
+
+
+def _x_limits(steps: list[int]) -> tuple[float, float]:
+    first, last = min(steps), max(steps)
+    pad = 0.02 * (last - first) if last > first else 1.0
+    return first - pad, last + pad
+
+
+def curves_figure(jobs: list[Job]) -> Figure | None:
+    """Training and validation NLL against the step, one line per job, both panels on the same
+    steps (x limits cover every logged step). Train: the EMA of `smoothing_weight(points)` (none
+    for short curves), the logged points faint behind it when smoothed; y limits from the data
+    (`y_limits`), only the first steps' NLL cut, with a note saying so. Val: every point shown."""
     keys = swept_keys(jobs)
     runs = [(j, j.events) for j in sort_jobs(jobs, keys)]
     runs = [(j, e) for j, e in runs if "train/nll" in e["scalars"] or "val/nll" in e["scalars"]]
@@ -208,21 +263,51 @@ def plot_curves(jobs: list[Job], out: Path) -> Path | None:
         return None
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     axes = fig.subplots(1, 2)
-    for job, events in runs:
+    plotted: tuple[list, list] = ([], [])  # the y values of each panel's lines
+    raw_points: list[float] = []  # the logged training NLL drawn faintly behind its EMA
+    steps: list[int] = []
+    weights = set()
+    for i, (job, events) in enumerate(runs):
+        label, color = _label(job, keys), f"C{i % 10}"  # a job's colour in both panels
         if "train/nll" in events["scalars"]:
-            axes[0].plot(events["steps"]["train/nll"], _ema(events["scalars"]["train/nll"], CURVE_SMOOTHING), label=_label(job, keys))
+            x, y = events["steps"]["train/nll"], events["scalars"]["train/nll"]
+            weight = smoothing_weight(len(y))
+            weights.add(weight)
+            if weight > 0:
+                axes[0].plot(x, y, color=color, lw=0.8, alpha=0.25, label=f"_raw {label}")
+                raw_points += y
+                y = _ema(y, weight)
+            axes[0].plot(x, y, color=color, marker="o" if weight == 0 else None, ms=2.5, label=label)
+            plotted[0].append(y)
+            steps += x
         if "val/nll" in events["scalars"]:
-            axes[1].plot(events["steps"]["val/nll"], events["scalars"]["val/nll"], marker="o", ms=3, label=_label(job, keys))
-    for ax, name in zip(axes, (f"train/nll (EMA {CURVE_SMOOTHING})", "val/nll")):
+            x, y = events["steps"]["val/nll"], events["scalars"]["val/nll"]
+            axes[1].plot(x, y, color=color, marker="o", ms=3, label=label)
+            plotted[1].append(y)
+            steps += x
+    smoothing = ", ".join(f"{w:g}" for w in sorted(weights))
+    names = (f"train/nll (EMA {smoothing})" if any(weights) else "train/nll (not smoothed)", "val/nll")
+    for ax, name, curves, clip_head, below in zip(axes, names, plotted, (True, False), (raw_points, [])):
         ax.set_xlabel("step")
         ax.set_ylabel(f"{name}, nats per image")
         ax.grid(alpha=0.3)
-    # the first steps' NLL (hundreds of nats) would flatten everything after them
-    finals = [e["scalars"]["val/nll"][-1] for _, e in runs if "val/nll" in e["scalars"]]
-    if finals:
-        for ax in axes:
-            ax.set_ylim(min(finals) * 0.95, max(finals) * 1.3)
-    axes[1].legend(fontsize=7, loc="upper right")
+        ax.set_xlim(*_x_limits(steps))
+        if curves:
+            bottom, top, clipped = y_limits(curves, clip_head, below)
+            ax.set_ylim(bottom, top)
+            if clipped is not None:
+                ax.text(0.98, 0.97, f"first steps above the axis (up to {clipped:.0f})", transform=ax.transAxes,
+                        ha="right", va="top", fontsize=7, color="0.3")
+    legend_ax = axes[1] if plotted[1] else axes[0]
+    legend_ax.legend(fontsize=7, loc="upper right" if legend_ax is axes[1] else "center right")
+    return fig
+
+
+def plot_curves(jobs: list[Job], out: Path) -> Path | None:
+    """`curves_figure`, saved to `out`."""
+    fig = curves_figure(jobs)
+    if fig is None:
+        return None
     fig.savefig(out, dpi=110)
     return out
 
