@@ -58,6 +58,7 @@ def test_cli_bad_value_is_one_line_before_data(tmp_path):
     assert errors == ["error: model.kernel=4 is invalid: it must be an odd integer >= 1 (e.g. 3, 5, 7)"]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "nodata").exists()  # no data was read or downloaded
+    assert not (tmp_path / "run").exists()  # and no run dir was made
 
 
 def test_cli_misspelt_group_option_is_one_line_with_a_suggestion(tmp_path):

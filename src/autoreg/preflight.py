@@ -16,10 +16,15 @@ from autoreg.errors import UserError, exit_with_one_line
 
 
 class Preflight(HydraCallback):
-    """A run dir that cannot be written and a `resume=` dir that is not a run are one line and
-    exit status 1 (the full traceback with HYDRA_FULL_ERROR=1)."""
+    """A bad config value (train.py's), a run dir that cannot be written and a `resume=` dir that is
+    not a run are one line and exit status 1, and leave no run dir behind (the full traceback with
+    HYDRA_FULL_ERROR=1). A sweep's jobs are checked as they start (a bad one is marked failed)."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "model.name", default=None) is not None:  # train.py's config
+            from autoreg.config import validate
+
+            _preflight(lambda: validate(config))
         resume = OmegaConf.select(config, "resume", default=None)
         _preflight(lambda: run_dir_checkpoint(resume) if resume not in (None, "") else None)
         _preflight(lambda: ensure_writable(Path(str(config.hydra.run.dir)), key="hydra.run.dir"))
