@@ -142,7 +142,7 @@ def test_conditional_training_logs_class_rows_and_says_so(conditional_run):
     assert events["hparams"]["model.conditional"] == 1 and events["hparams"]["data.num_classes"] == 10
     assert metrics["val/nll"] > 0
     grid = Image.open(io.BytesIO(events["images"]["samples"][-1][1]))
-    assert grid.size == (2 * 28 + 3 * 2, 10 * 28 + 11 * 2)  # 20 samples: one row of 2 per class
+    assert grid.size == (3 * (2 * 28 + 3 * 2), 3 * (10 * 28 + 11 * 2))  # 20 samples: a row of 2 per class, 3x3 pixels
 
 
 def test_sample_py_labels(conditional_run, tmp_path):

@@ -30,6 +30,13 @@ def test_samples_grid_is_written_and_seeded(ckpt, tmp_path):
     assert images[0].tobytes() != images[2].tobytes()  # another seed, other images
 
 
+def test_scale_draws_each_pixel_as_a_block(ckpt, tmp_path):
+    plain = Image.open(sample(sample_cfg(f"ckpt={ckpt}", "num=4", f"out={tmp_path}/a.png", "progress=false"))).convert("L")
+    big = Image.open(sample(sample_cfg(f"ckpt={ckpt}", "num=4", "scale=4", f"out={tmp_path}/b.png", "progress=false"))).convert("L")
+    assert big.size == (4 * plain.size[0], 4 * plain.size[1])
+    assert big.tobytes() == plain.resize(big.size, Image.NEAREST).tobytes()  # nearest neighbour: the same pixels, larger
+
+
 def test_completion_grid_keeps_the_top_half(ckpt, tmp_path):
     out = sample(sample_cfg(f"ckpt={ckpt}", "num=2", "complete=true", "completions=3", f"out={tmp_path}/c.png", "progress=false"))
     grid = Image.open(out).convert("L")

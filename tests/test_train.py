@@ -31,11 +31,24 @@ def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path, caplog):
     # metrics.json keeps the exact float64 mean; TensorBoard stores float32
     assert written["global_step"] == 12 and abs(written["best/val/nll"] - min(events["scalars"]["val/nll"])) < 1e-3
     assert written["test/nll"] == metrics["test/nll"] and written["params"] > 0
+    assert f"    kernel: {cfg.model.kernel}" in config_text(tmp_path)  # the composed config, in the Text tab
     # the summary says where everything went and how to go on
     best = tmp_path / "checkpoints" / "best.ckpt"
     assert f"run dir: {tmp_path}" in caplog.text and f"best checkpoint: {best}" in caplog.text
     assert f"val/nll: final {metrics['val/nll']:.2f} nats" in caplog.text and "12 steps in" in caplog.text
     assert f"next: tensorboard --logdir {tmp_path}  |  python sample.py ckpt={best}" in caplog.text
+
+
+def config_text(run_dir) -> str:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.util import tensor_util
+
+    for path in run_dir.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.tag.startswith("config"):
+                    return tensor_util.make_ndarray(value.tensor).item().decode()
+    return ""
 
 
 def test_multirun_two_jobs_into_one_sweep_dir(tmp_path):

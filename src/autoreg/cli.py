@@ -26,7 +26,7 @@ from autoreg.checkpoint import RunCheckpoint, ensure_writable, prepare_resume
 from autoreg.compat import relaunches_command
 from autoreg.config import ConfigError, check_int, resolve_precision, validate
 from autoreg.errors import UserError, exit_with_one_line
-from autoreg.hparams import count_parameters, flat_hparams, log_hparams
+from autoreg.hparams import count_parameters, flat_hparams, log_config_text, log_hparams
 from autoreg.log_filters import install_log_filters
 from autoreg.sample_cli import sample
 from autoreg.summary import run_summary
@@ -60,6 +60,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if rank_zero_only.rank == 0 and logger and not in_place:  # a resumed run keeps its hparams
         params = flat_hparams(cfg, **{"data.source_used": datamodule.source_used, "params": count_parameters(module)})
         log_hparams(logger, params)
+        log_config_text(logger, cfg)
 
     start = time.perf_counter()
     try:

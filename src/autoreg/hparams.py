@@ -1,4 +1,4 @@
-"""The run's hyperparameters for TensorBoard's HParams tab."""
+"""The run's hyperparameters for TensorBoard's HParams tab, and its config as text."""
 from __future__ import annotations
 
 from typing import Any
@@ -34,6 +34,14 @@ def log_hparams(logger, params: dict[str, Any]) -> None:
     writer = tensorboard_file_writer(logger)
     for summary in hparams_summary(params, dict.fromkeys(HPARAM_METRICS, 0.0)):
         writer.add_summary(summary)
+
+
+def log_config_text(logger, cfg: DictConfig) -> None:
+    """The run's composed config as text (TensorBoard's Text tab, `config`), as .hydra/config.yaml holds it."""
+    if not isinstance(logger, pl.loggers.TensorBoardLogger):
+        return
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    logger.experiment.add_text("config", "".join(f"    {line}\n" for line in text.splitlines()), 0)  # markdown code block
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from autoreg.build import build_datamodule
 from autoreg.config import ConfigError, check_choice, check_int, check_positive
-from autoreg.module import AutoregressiveModule
+from autoreg.module import AutoregressiveModule, grid_image
 from autoreg.sampling import METHODS, class_rows, sample as draw
 
 log = logging.getLogger("autoreg")
@@ -24,10 +24,11 @@ log = logging.getLogger("autoreg")
 
 def sample(cfg: DictConfig) -> Path:
     """Draw `cfg.num` samples (or complete `cfg.num` test images) from `cfg.ckpt`; write a PNG grid."""
-    from torchvision.utils import make_grid, save_image
+    from torchvision.utils import save_image
 
     check_int(cfg, "num")
     check_int(cfg, "completions")
+    check_int(cfg, "scale")
     check_positive(cfg, "temperature")
     check_choice(cfg, "sampling.method", METHODS)
     check_choice(cfg, "device", ("auto", "cpu", "cuda"))
@@ -52,7 +53,7 @@ def sample(cfg: DictConfig) -> Path:
         nrow, kind = int(math.ceil(math.sqrt(cfg.num))), "samples"
     out = Path(cfg.out) if cfg.out else ckpt.with_name(f"{ckpt.stem}_{kind}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(make_grid(images, nrow=nrow, pad_value=0.5), out)
+    save_image(grid_image(images, nrow, cfg.scale), out)
     log.info("wrote %d %s to %s", len(images) if kind == "samples" else cfg.num, kind, out)
     return out
 
