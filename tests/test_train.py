@@ -82,3 +82,11 @@ def test_a_run_stopped_by_max_steps_mid_epoch_validates_its_last_step(tiny_cfg, 
     assert metrics["global_step"] == 3 and abs(metrics["val/nll"] - events["scalars"]["val/nll"][-1]) < 1e-3
     best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     assert best["global_step"] == 3  # best.ckpt describes the final step, not an earlier one
+
+
+def test_summary_of_a_run_without_validation_says_so(tmp_path):
+    from autoreg.summary import run_summary
+
+    lines = run_summary(tmp_path, {"global_step": 7, "train_seconds": 3.2}, None)
+    assert lines == [f"run dir: {tmp_path}", "val/nll: none (no validation ran, trainer.limit_val_batches=0?); 7 steps in 3 s",
+                     f"next: tensorboard --logdir {tmp_path}"]

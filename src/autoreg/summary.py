@@ -20,11 +20,13 @@ def run_summary(output_dir: Path, metrics: dict[str, float], best_ckpt: str | No
         value = metrics.get(key)
         return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
 
-    lines = [
-        f"run dir: {output_dir}",
-        f"val/nll: final {nll('val/nll')} nats ({metrics.get('val/bpd', math.nan):.4f} bits/dim), best {nll('best/val/nll')}; "
-        f"{int(metrics.get('global_step', 0))} steps in {metrics.get('train_seconds', 0):.0f} s",
-    ]
+    steps = f"{int(metrics.get('global_step', 0))} steps in {metrics.get('train_seconds', 0):.0f} s"
+    if "val/nll" in metrics:
+        val = (f"val/nll: final {nll('val/nll')} nats ({metrics['val/bpd']:.4f} bits/dim), "
+               f"best {nll('best/val/nll')}; {steps}")
+    else:
+        val = f"val/nll: none (no validation ran, trainer.limit_val_batches=0?); {steps}"
+    lines = [f"run dir: {output_dir}", val]
     if "test/nll" in metrics:
         lines.append(f"test/nll: {nll('test/nll')} nats ({metrics.get('test/bpd', math.nan):.4f} bits/dim)")
     if best_ckpt:
