@@ -21,6 +21,7 @@ def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path, caplog):
     for tag in ("train/nll", "train/bpd", "train/lr", "val/nll", "val/bpd", "test/nll", "test/bpd"):
         assert tag in events["scalars"], tag
     assert "samples" in events["images"]
+    assert "epoch" not in events["scalars"]  # no staircase chart above the nll curves
     nll = events["scalars"]["train/nll"]
     assert len(nll) == 12 and max(nll[-3:]) < nll[0] - 20  # learning, far beyond batch noise
     assert events["hparams"]["model.kernel"] == cfg.model.kernel and events["hparams"]["data.source_used"] == "bundled"
