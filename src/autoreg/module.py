@@ -259,8 +259,9 @@ class SampleGrid(pl.Callback):
     """Logs a grid of `num` samples (`samples` in TensorBoard) at the end of every validation
     epoch, drawn with the same sampler as sample.py and a fixed seed, so grids compare across
     epochs; for a class-conditional model, one row of ceil(num / classes) samples per class. Pixels
-are shown `scale` x `scale` (nearest neighbour). `method=auto` uses the fast sampler where the model has one, else the naive one
-    (both draw from the same distribution), and says which in the log."""
+    are shown `scale` x `scale` (nearest neighbour). `method=auto` uses the fast sampler where the
+    model has one, else the naive one (both draw from the same distribution), and says which in
+    the log."""
 
     def __init__(self, num: int = 16, method: str = "auto", temperature: float = 1.0, seed: int = 0, scale: int = 3):
         self.num, self.method, self.temperature, self.seed, self.scale = num, method, temperature, seed, scale
@@ -280,11 +281,11 @@ are shown `scale` x `scale` (nearest neighbour). `method=auto` uses the fast sam
         net = pl_module.net
         classes = getattr(net, "num_classes", None)
         if classes:  # one row per class
-            per_class = math.ceil(self.num / classes)
-            y, nrow = class_rows(classes, per_class).to(pl_module.device), per_class
+            y = class_rows(classes, self.num).to(pl_module.device)
+            num, nrow = len(y), len(y) // classes
         else:
-            y, nrow = None, int(math.ceil(math.sqrt(self.num)))
-        images = sample(net, len(y) if classes else self.num, y=y, method=self.method, temperature=self.temperature, seed=self.seed)
+            y, num, nrow = None, self.num, int(math.ceil(math.sqrt(self.num)))
+        images = sample(net, num, y=y, method=self.method, temperature=self.temperature, seed=self.seed)
         grid = grid_image(images, nrow, self.scale)
         # the step Lightning logs val/nll at, so grids line up with it and a resumed run can tell
         # which grids it will log again (autoreg.checkpoint.logged_before)

@@ -45,9 +45,9 @@ def sample(cfg: DictConfig) -> Path:
         images = completion_grid(module, cfg.num, cfg.completions, {**kwargs, "y": label}, device)
         nrow, kind = 2 + cfg.completions, "completions"
     elif label == "all":
-        per_class = math.ceil(cfg.num / net.num_classes)
-        images = draw(net, per_class * net.num_classes, y=class_rows(net.num_classes, per_class), **kwargs).cpu()
-        nrow, kind = per_class, "samples"
+        y = class_rows(net.num_classes, cfg.num)
+        images = draw(net, len(y), y=y, **kwargs).cpu()
+        nrow, kind = len(y) // net.num_classes, "samples"
     else:
         images = draw(net, cfg.num, y=label, **kwargs).cpu()
         nrow, kind = int(math.ceil(math.sqrt(cfg.num))), "samples"

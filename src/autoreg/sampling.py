@@ -35,6 +35,7 @@ to `sampling.method=naive`.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -175,9 +176,10 @@ def sample(
     return (images, torch.cat(probs)) if return_probs else images
 
 
-def class_rows(num_classes: int, per_class: int) -> Tensor:
-    """Labels for a grid with one row per class: 0 x per_class, 1 x per_class, ..."""
-    return torch.arange(num_classes).repeat_interleave(per_class)
+def class_rows(num_classes: int, num: int) -> Tensor:
+    """Labels for a grid of at least `num` images with one row per class: ceil(num / num_classes)
+    of class 0, then as many of class 1, ... (a row is len(labels) // num_classes wide)."""
+    return torch.arange(num_classes).repeat_interleave(math.ceil(num / num_classes))
 
 
 def has_fast_path(model: nn.Module) -> bool:
@@ -327,24 +329,26 @@ def column(layer: nn.Module, geometry: Geometry, cache: Tensor | None = None) ->
     )
 
 
+def canvas_cache(image_shape, batch: int, device, dtype) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    """(cache, canvas, pixels): the first layer's input cache, (B, H*W + 1, C) channels-last, its
+    extra row a zero that every tap outside the image points to (so no padding is needed); the
+    canvas the driver draws into, a (B, C, H, W) view of it; and per position q a (B, C) view."""
+    c, h, w = image_shape
+    cache = torch.zeros(batch, h * w + 1, c, device=device, dtype=dtype)
+    return cache, cache[:, : h * w].view(batch, h, w, c).permute(0, 3, 1, 2), cache.unbind(1)
+
+
 class CachedColumns:
     """A Stepper for a feed-forward stack of layers (the model's input goes to `layers[0]`).
-    `layers` holds modules, ready columns, or (B, C) tensors: a label's bias added there (`Shift`;
-    autoreg.nn.with_label_biases lays them out).
+    `layers` holds modules, or (B, C) tensors: a label's bias added there (`Shift`;
+    autoreg.nn.with_label_biases lays them out). The canvas lives in the first layer's input
+    cache (`canvas_cache`)."""
 
-    The canvas lives in the first layer's input cache: (B, H*W + 1, C) channels-last, the extra
-    row a zero that every tap outside the image points to (so no padding is needed).
-    """
-
-    def __init__(self, layers: Sequence[nn.Module | Column | Tensor], image_shape, batch: int, device, dtype):
-        c, h, w = image_shape
-        self._input = torch.zeros(batch, h * w + 1, c, device=device, dtype=dtype)
-        self.canvas = self._input[:, : h * w].view(batch, h, w, c).permute(0, 3, 1, 2)
-        self._pixels = self._input.unbind(1)
-        geometry = Geometry(batch, h, w, device, dtype)
+    def __init__(self, layers: Sequence[nn.Module | Tensor], image_shape, batch: int, device, dtype):
+        self._input, self.canvas, self._pixels = canvas_cache(image_shape, batch, device, dtype)
+        geometry = Geometry(batch, *image_shape[1:], device, dtype)
         self._net = _Chain(
-            [column(layer, geometry, self._input if n == 0 else None) if isinstance(layer, nn.Module)
-             else Shift(layer.to(dtype)) if isinstance(layer, Tensor) else layer
+            [Shift(layer.to(dtype)) if isinstance(layer, Tensor) else column(layer, geometry, self._input if n == 0 else None)
              for n, layer in enumerate(layers)]
         )
 

@@ -62,7 +62,7 @@ from autoreg.config import ConfigError, require_int
 from autoreg.models import Family
 from autoreg.models.pixelcnn import output_head
 from autoreg.nn import ClassBias, MaskedConv2d
-from autoreg.sampling import Geometry, column
+from autoreg.sampling import Geometry, canvas_cache, column
 
 
 def gate(x: Tensor, groups: int) -> Tensor:
@@ -179,8 +179,8 @@ class GatedPixelCNN(nn.Module):
 class GatedStepper:
     """The exact cached sampler (autoreg.sampling.Stepper) of a GatedPixelCNN; module docstring.
 
-    Caches: the canvas, in the first horizontal layer's input cache ((B, H*W + 1, C) channels-last,
-    as `CachedColumns` keeps it); each vertical layer's output (B, F, H, W) but the last's; per
+    Caches: the canvas, in the first horizontal layer's input cache (`canvas_cache`, as
+    `CachedColumns` keeps it); each vertical layer's output (B, F, H, W) but the last's; per
     layer, the current row's link term (B, W, 2F) with the horizontal label bias folded in; the
     later horizontal layers' inputs, in their columns.
     """
@@ -188,9 +188,7 @@ class GatedStepper:
     def __init__(self, model: GatedPixelCNN, batch: int, device, dtype, y: Tensor | None):
         c, h, w = model.image_shape
         self._model, self._y, self._width, self._groups = model, y, w, c
-        self._input = torch.zeros(batch, h * w + 1, c, device=device, dtype=dtype)
-        self.canvas = self._input[:, : h * w].view(batch, h, w, c).permute(0, 3, 1, 2)
-        self._pixels = self._input.unbind(1)
+        self._input, self.canvas, self._pixels = canvas_cache(model.image_shape, batch, device, dtype)
         geometry = Geometry(batch, h, w, device, dtype)
         layers = model.layers
         self._biases = [b if b is None else b.to(dtype) for b in model._biases(y)]
