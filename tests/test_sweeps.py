@@ -70,7 +70,7 @@ def test_preset_sweeps_its_keys_and_every_job_is_valid(name, quick):
 
 def test_parallel_and_slurm_launchers_compose():
     parallel = compose_hydra(["hydra/launcher=parallel"]).hydra.launcher
-    assert parallel._target_.endswith("JoblibLauncher") and parallel.n_jobs == 2
+    assert parallel._target_.endswith("autoreg_launcher.parallel_launcher.ParallelLauncher") and parallel.jobs_per_gpu == 1  # tests/test_gpus.py
     slurm = compose_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"]).hydra.launcher
     assert slurm._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (slurm.partition, slurm.gpus_per_node, slurm.tasks_per_node, slurm.timeout_min) == ("gpu", 1, 1, 240)
