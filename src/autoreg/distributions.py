@@ -2,12 +2,21 @@
 
 Every head works on images `x` scaled to [0, 1] (binary pixels are 0/1, 8-bit pixels are k/255)
 and returns the NLL per image in nats: the sum over pixels and channels of -log p(x_i | x_<i).
-`params` has `params_per_channel * C` channels, in C contiguous groups (the order of
-`autoreg.nn.channel_groups`), so group c may depend on colour channels < c of the same pixel.
+A C-channel image needs `num_params(C)` channels of params and `noise_channels(C)` uniforms per
+pixel to draw it. Two kinds of head:
 
-Sampling draws from the same distribution the NLL measures, by inverse-CDF on given uniform noise
-`u` (one uniform per sub-pixel): the same noise gives the same image, which lets two samplers be
-compared exactly. `temperature` divides the logits (1.0 is the model itself).
+- per channel (`joint = False`: Bernoulli, Categorical): `params` has `params_per_channel * C`
+  channels in C contiguous groups (the order of `autoreg.nn.channel_groups`), so group c may
+  depend on colour channels < c of the same pixel; the samplers ask the model once per channel
+  and draw each sub-pixel by inverse CDF from one uniform;
+- per pixel (`joint = True`: DiscretizedLogisticMixture): the params of pixel i depend on earlier
+  pixels only, and the head couples the channels itself; the samplers ask the model once per
+  pixel and `sample` draws the whole pixel from its own `noise_channels(C)` uniforms.
+
+Sampling draws from the same distribution the NLL measures, from given uniform noise `u`: the
+same noise gives the same image, which lets two samplers be compared exactly. `temperature`
+divides the logits (1.0 is the model itself; the mixture also multiplies its scales by it).
+Heads are chosen by name (`model.likelihood`, autoreg.likelihoods; `HEADS` here).
 """
 from __future__ import annotations
 
@@ -15,6 +24,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from autoreg.likelihoods import BITS
 
 
 def bits_per_dim(nll: torch.Tensor, num_dims: int) -> torch.Tensor:
@@ -26,8 +37,15 @@ class Bernoulli:
     """p(x_i = 1 | x_<i) = sigmoid(logit_i): binarized images (PixelCNN on binarized MNIST)."""
 
     name = "bernoulli"
+    joint = False
     params_per_channel = 1
     levels = 2
+
+    def num_params(self, channels: int) -> int:
+        return self.params_per_channel * channels
+
+    def noise_channels(self, channels: int) -> int:
+        return channels
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         bce = F.binary_cross_entropy_with_logits(params.float(), x.float(), reduction="none")
@@ -46,10 +64,17 @@ class Categorical:
     channels, channel-autoregressive within a pixel through the masks."""
 
     name = "categorical"
+    joint = False
 
     def __init__(self, levels: int = 256):
         self.levels = levels
         self.params_per_channel = levels
+
+    def num_params(self, channels: int) -> int:
+        return self.params_per_channel * channels
+
+    def noise_channels(self, channels: int) -> int:
+        return channels
 
     def _logits(self, params: torch.Tensor) -> torch.Tensor:
         b, _, h, w = params.shape
@@ -70,10 +95,184 @@ class Categorical:
         return level.float() / (self.levels - 1)
 
 
-def distribution_for(bits: int):
-    """The likelihood head for data of `bits` bits per sub-pixel (1: Bernoulli, 8: Categorical)."""
-    if bits == 1:
-        return Bernoulli()
-    if bits == 8:
-        return Categorical(256)
-    raise ValueError(f"no likelihood head for {bits}-bit data; allowed: 1, 8")
+class DiscretizedLogisticMixture:
+    """PixelCNN++'s likelihood (Salimans et al. 2017, arXiv 1701.05517, sec. 2.1-2.2; reference code
+    openai/pixel-cnn, `discretized_mix_logistic_loss`): each pixel is a mixture of K components
+    shared by its channels; in component k, channel c is a logistic of scale s_kc around
+
+        mu_kc + sum_{c' < c} tanh(alpha_kcc') * x_c'      (G's mean depends on R, B's on R and G)
+
+    in the [-1, 1] scale, discretized to the 256 levels: level v gets the logistic's mass on the
+    bin [x_v - 1/255, x_v + 1/255] (x_v = 2v/255 - 1), level 0 all mass below its upper edge and
+    level 255 all mass above its lower edge, so the 256 probabilities sum to exactly 1:
+
+        p(pixel) = sum_k pi_k prod_c P_kc(x_c | x_<c)
+
+    params (B, K (1 + 2C + C(C-1)/2), H, W): K mixture logits, C x K means, C x K log-scales, then
+    C(C-1)/2 x K coupling coefficients (G<-R, B<-R, B<-G for RGB). 10K for RGB (the paper's 100 for
+    K = 10), 3K for greyscale.
+
+    Sampling is exact (`sample`): the component by Gumbel-max over the logits (K uniforms per
+    pixel), then each channel in order by the logistic's inverse CDF (one uniform each), clamped to
+    [-1, 1] and rounded to its level, the next channels' means computed from the drawn *level*.
+    NOTE: the reference sampler feeds the unrounded draw of R into G's mean, which is not the
+    distribution its loss measures; here it is.
+    NOTE: temperature T divides the mixture logits and multiplies the scales (T = 1: the model).
+    """
+
+    name = "logistic_mixture"
+    joint = True
+    levels = 256
+    # log-scale bounds (NOTE: the reference clamps below at -7 only). Below -7 the scale is ~1/9 of
+    # a bin (the distribution is then one level, no sharper one is needed); above 7 the logistic
+    # spreads over ~1000x the data range ([-1, 1]), flat in it, and beyond that its bins' mass
+    # 2/255 / s underflows fp32. Inside the bounds every term below stays finite.
+    LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0
+
+    def __init__(self, nr_logistic_mix: int = 10):
+        self.nr_logistic_mix = nr_logistic_mix
+
+    def num_params(self, channels: int) -> int:
+        return self.nr_logistic_mix * (1 + 2 * channels + channels * (channels - 1) // 2)
+
+    def noise_channels(self, channels: int) -> int:
+        return self.nr_logistic_mix + channels
+
+    def _channels(self, num_params: int) -> int:
+        for c in range(1, 5):
+            if self.num_params(c) == num_params:
+                return c
+        raise ValueError(f"{num_params} params per pixel fit no number of channels for a mixture of {self.nr_logistic_mix}")
+
+    def _unpack(self, params: torch.Tensor, temperature: float = 1.0):
+        """(logits (B, K, H, W), means (B, C, K, H, W), log-scales (B, C, K, H, W), coupling
+        coefficients (B, C(C-1)/2, K, H, W)) in fp32."""
+        k = self.nr_logistic_mix
+        p = params.float()
+        c = self._channels(p.shape[1])
+        logits = p[:, :k]
+        means = p[:, k : k + c * k].unflatten(1, (c, k))
+        log_scales = p[:, k + c * k : k + 2 * c * k].unflatten(1, (c, k)).clamp(self.LOG_SCALE_MIN, self.LOG_SCALE_MAX)
+        coeffs = torch.tanh(p[:, k + 2 * c * k :].unflatten(1, (c * (c - 1) // 2, k)))
+        if temperature != 1.0:
+            logits, log_scales = logits / temperature, log_scales + math.log(temperature)
+        return logits, means, log_scales, coeffs
+
+    @staticmethod
+    def _coupled_means(means: torch.Tensor, coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per channel c, mu_c + sum_{c' < c} alpha_cc' x_c' (B, C, K, H, W), from x (B, C, H, W) in [-1, 1]."""
+        out, n = [means[:, 0]], 0
+        for c in range(1, means.shape[1]):
+            mean = means[:, c]
+            for earlier in range(c):
+                mean = mean + coeffs[:, n] * x[:, earlier : earlier + 1]
+                n += 1
+            out.append(mean)
+        return torch.stack(out, 1)
+
+    @staticmethod
+    def _log_prob(mean: torch.Tensor, log_scale: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        """log P(level) under a logistic(mean, exp(log_scale)) discretized to 256 levels, exactly.
+
+        With the bin's edges a (upper) and b (lower) in units of the scale, P = sigmoid(a) -
+        sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - exp(b - a)): three terms with stable logs for any
+        a, b (the reference takes log(cdf_delta) and, where that difference underflows (< 1e-5),
+        falls back on the density at the bin's centre times its width, an approximation that is
+        not normalised; the product form needs neither). At the edges the bin is open: level 0 is
+        log sigmoid(a), level 255 log sigmoid(-b). b - a = -(2/255) / scale is at most -7e-6
+        within the scale bounds, so the last log never sees 0.
+        """
+        inv_scale = torch.exp(-log_scale)
+        centred = level * (2 / 255) - 1 - mean
+        upper = inv_scale * (centred + 1 / 255)
+        lower = inv_scale * (centred - 1 / 255)
+        log_below_upper = F.logsigmoid(upper)  # log P(X < upper edge): level 0's whole bin
+        log_above_lower = F.logsigmoid(-lower)  # log P(X > lower edge): level 255's whole bin
+        log_bin = log_below_upper + log_above_lower + torch.log(-torch.expm1(-inv_scale * (2 / 255)))
+        # every branch is finite, so torch.where's gradient never multiplies an inf by 0
+        return torch.where(level == 0, log_below_upper, torch.where(level == 255, log_above_lower, log_bin))
+
+    @staticmethod
+    def _levels(x: torch.Tensor) -> torch.Tensor:
+        return (x.float() * 255).round()
+
+    def _log_components(self, params: torch.Tensor, x: torch.Tensor, temperature: float = 1.0):
+        """(log pi (B, K, H, W), log P_kc(x_c | x_<c) (B, C, K, H, W), and the unpacked params)."""
+        logits, means, log_scales, coeffs = self._unpack(params, temperature)
+        level = self._levels(x)
+        mean = self._coupled_means(means, coeffs, level * (2 / 255) - 1)
+        return torch.log_softmax(logits, 1), self._log_prob(mean, log_scales, level.unsqueeze(2)), (mean, log_scales)
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        log_pi, log_p, _ = self._log_components(params, x)
+        log_pixel = torch.logsumexp(log_pi + log_p.sum(1), dim=1)  # (B, H, W): log sum_k pi_k prod_c P_kc
+        return -log_pixel.flatten(1).sum(1)
+
+    def probs(self, params: torch.Tensor, temperature: float = 1.0, x: torch.Tensor | None = None) -> torch.Tensor:
+        """p(x_c = v | x_<c of the pixel, earlier pixels) for every level v, (B, C, 256, H, W), given
+        the image `x` (B, C, H, W) whose earlier channels condition the later ones (only channels
+        < c of x are read for channel c). The mixture's weights for channel c are the posterior of
+        the components given x_<c: pi_k prod_{c' < c} P_kc'(x_c'), normalised."""
+        if x is None:
+            raise ValueError("a logistic mixture's per-channel probabilities depend on the pixel's earlier channels: pass x")
+        log_pi, log_p, (mean, log_scales) = self._log_components(params, x, temperature)
+        before = log_p.cumsum(1) - log_p  # log prod_{c' < c} P_kc'(x_c')
+        log_w = torch.log_softmax(log_pi.unsqueeze(1) + before, dim=2)  # (B, C, K, H, W)
+        grid = torch.arange(256, device=params.device, dtype=torch.float32).view(1, 1, 1, 256, 1, 1)
+        log_all = self._log_prob(mean.unsqueeze(3), log_scales.unsqueeze(3), grid)  # (B, C, K, 256, H, W)
+        return torch.logsumexp(log_w.unsqueeze(3) + log_all, dim=2).exp()
+
+    def sample(self, params: torch.Tensor, u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Whole pixels (B, C, H, W) in [0, 1] from params (B, num_params(C), H, W) and uniforms u
+        (B, K + C, H, W) in [0, 1): u[:, :K] choose the component, u[:, K + c] draws channel c."""
+        k = self.nr_logistic_mix
+        logits, means, log_scales, coeffs = self._unpack(params, temperature)
+        u = u.float()
+        gumbel = -torch.log(-torch.log(u[:, :k]))  # u = 0 gives -inf: never chosen, probability 0
+        choice = (logits + gumbel).argmax(1, keepdim=True)  # (B, 1, H, W)
+
+        def pick(t: torch.Tensor) -> torch.Tensor:  # (B, N, K, H, W) -> component `choice`, (B, N, H, W)
+            return t.gather(2, choice.unsqueeze(1).expand(-1, t.shape[1], -1, -1, -1)).squeeze(2)
+
+        mean, log_scale, coeff = pick(means), pick(log_scales), pick(coeffs)
+        logistic = torch.log(u[:, k:]) - torch.log1p(-u[:, k:])  # the logistic's inverse CDF
+        drawn, n = [], 0
+        for c in range(mean.shape[1]):
+            mu = mean[:, c]
+            for earlier in range(c):
+                mu = mu + coeff[:, n] * (drawn[earlier] * (2 / 255) - 1)
+                n += 1
+            z = mu + torch.exp(log_scale[:, c]) * logistic[:, c]
+            # clamp in the [-1, 1] scale first: +-inf (u = 0) then lands on the edge levels
+            drawn.append(((z.clamp(-1, 1) + 1) * 127.5).round())
+        return torch.stack(drawn, 1) / 255
+
+
+HEADS = {"bernoulli": Bernoulli, "categorical": Categorical, "logistic_mixture": DiscretizedLogisticMixture}
+DEFAULTS = {1: "bernoulli", 8: "categorical"}  # the head for data of these bits when none is named
+
+
+def distribution_for(bits: int, likelihood: str | None = None, **options):
+    """The likelihood head `likelihood` names, built with `options` (e.g. nr_logistic_mix); None: the
+    default for `bits`-bit data (1: Bernoulli, 8: Categorical). A head that cannot model `bits`-bit
+    data is a ValueError."""
+    if likelihood is None:
+        if bits not in DEFAULTS:
+            raise ValueError(f"no likelihood head for {bits}-bit data; allowed: {', '.join(map(str, DEFAULTS))}")
+        likelihood = DEFAULTS[bits]
+    if likelihood not in HEADS:
+        raise ValueError(f"likelihood={likelihood!r} is not a head; choose one of: {', '.join(HEADS)}")
+    if BITS[likelihood] != bits:
+        raise ValueError(f"the {likelihood} head models {BITS[likelihood]}-bit data, not {bits}-bit data")
+    return HEADS[likelihood](**options)
+
+
+def distribution_from_config(model_cfg, bits: int):
+    """The head a model config asks for on `bits`-bit data: `model.likelihood` and its options,
+    checked against the family and the data (autoreg.likelihoods.choose: one line if they do not fit)."""
+    from autoreg.likelihoods import choose
+    from autoreg.models import family
+
+    found = family(model_cfg["name"])
+    name, options = choose(model_cfg, found.name, found.likelihoods, bits)
+    return distribution_for(bits, name, **options)

@@ -17,9 +17,10 @@ get the model's parameters at the current position (a "column source", see `Step
   Within a pixel the column is recomputed once per colour channel: the output for channel c may
   read channels < c of the same pixel, which are only known after they are drawn.
 
-Both draw by inverse CDF from uniforms fixed up front (one per sub-pixel), so the same seed or the
-same noise gives the same images, whatever the method or batch size; fast and naive agree to
-float rounding (tests/test_sampling.py checks probabilities within 1e-5 and identical pixels).
+Both draw from uniforms fixed up front (one per sub-pixel, or `distribution.noise_channels(C)` per
+pixel for a head that draws whole pixels, autoreg.distributions), so the same seed or the same
+noise gives the same images, whatever the method or batch size; fast and naive agree to float
+rounding (tests/test_sampling.py checks probabilities within 1e-5 and identical pixels).
 
 Completion: given pixels (`known` where `known_mask` is true) are kept and the others drawn in
 raster order, conditioned on every given pixel before them. One full forward pass fills the
@@ -61,7 +62,7 @@ class Stepper(Protocol):
     `step(q)` returns the params (B, C*K) at flat position q = i * W + j. It is called for q in
     increasing order from the first pixel to draw, once per channel of the pixel, each time after
     the pixel's earlier channels were written to the canvas (once for a pixel given in the whole
-    batch).
+    batch, and once per pixel for a head that draws whole pixels: `distribution.joint`).
 
     `prime()` returns the params (B, C*K, H, W) of a full pass over the canvas as it is and fills
     the caches. It is called only in completion: before the first step, when pixels before it are
@@ -101,11 +102,13 @@ def sample(
     y: class labels (num,) or one int, passed to `model(x, y)` for conditional models.
     batch_size: draw at most this many images at once (default: all `num`).
     progress: show a progress bar over image rows.
-    noise: the uniforms (num, C, H, W) in [0, 1) to draw with instead of `seed`, to compare
-        samplers on identical noise.
+    noise: the uniforms (num, N, H, W) in [0, 1) to draw with instead of `seed`, to compare
+        samplers on identical noise; N = `model.distribution.noise_channels(C)` (C for the
+        per-channel heads).
     return_probs: also return the probabilities each sub-pixel was drawn with, as the model's
         distribution's `probs` lays them out ((num, C, H, W) for Bernoulli, (num, C, K, H, W) for
-        a K-way categorical), given pixels included.
+        a K-way categorical or, conditional on the pixel's earlier channels, a logistic mixture),
+        given pixels included.
 
     The model is put in eval mode for the call and its training flag restored after. It runs in
     its parameters' dtype even inside an autocast region (fp32 under bf16-mixed training), the
@@ -130,11 +133,16 @@ def sample(
         known_mask = torch.as_tensor(known_mask).bool().expand(num, *shape)
     if num is None or num < 1:
         raise ValueError(f"num={num} is invalid: it must be an integer >= 1")
+    noise_shape = (num, model.distribution.noise_channels(shape[0]), *shape[1:])
     if noise is None:
         generator = torch.Generator().manual_seed(seed) if isinstance(seed, int) else seed
-        noise = torch.rand((num, *shape), generator=generator, device=generator.device if generator else None)
-    elif tuple(noise.shape) != (num, *shape):
-        raise ValueError(f"noise has shape {tuple(noise.shape)}; expected {(num, *shape)}")
+        noise = torch.rand(noise_shape, generator=generator, device=generator.device if generator else None)
+    elif tuple(noise.shape) != noise_shape:
+        raise ValueError(f"noise has shape {tuple(noise.shape)}; expected {noise_shape}")
+    if known is not None and model.distribution.joint and (known_mask.any(1) & ~known_mask.all(1)).any():
+        raise ValueError(
+            f"the {model.distribution.name} likelihood draws whole pixels: known_mask must give all channels of a pixel or none"
+        )
     if y is not None:
         y = torch.as_tensor(y, device=device)
         y = y.expand(num) if y.dim() == 0 else y
@@ -206,16 +214,12 @@ def _draw(
     bar,
 ) -> tuple[Tensor, Tensor | None]:
     """The driver loop shared by both samplers; fills and returns `stepper.canvas`."""
-    b, c, h, w = u.shape
-    k = distribution.params_per_channel
     canvas = stepper.canvas
-    if known is None:
-        todo = [True] * (h * w)
-    else:
-        canvas.copy_(torch.where(known_mask, known, 0))
-        todo = (~known_mask).any(dim=(0, 1)).flatten().tolist()  # pixels with something to draw
-    drawn = [q for q, draw in enumerate(todo) if draw]
-    start, stop = (drawn[0], drawn[-1] + 1) if drawn else (h * w, h * w)
+    b, c, h, w = canvas.shape
+    if distribution.joint:
+        return _draw_pixels(stepper, distribution, u, temperature, known, known_mask, return_probs, bar)
+    k = distribution.params_per_channel
+    todo, start, stop = _plan(canvas, known, known_mask)
     # Positions before `start` are all given: one full pass fills the caches (and their probs).
     # From an empty canvas there is nothing to fill: the caches start as zeros.
     params = stepper.prime() if start > 0 else None
@@ -250,6 +254,62 @@ def _draw(
         # Given pixels after the last drawn one: the canvas is final, one full pass has them all.
         tail = distribution.probs(stepper.prime(), temperature)
         probs.flatten(-2)[..., stop:] = tail.flatten(-2)[..., stop:]
+    return canvas, probs
+
+
+def _plan(canvas: Tensor, known: Tensor | None, known_mask: Tensor | None) -> tuple[list[bool], int, int]:
+    """Writes the given pixels to the canvas; returns per pixel whether it has something to draw,
+    and the first and one-past-the-last such pixel."""
+    h, w = canvas.shape[2:]
+    if known is None:
+        todo = [True] * (h * w)
+    else:
+        canvas.copy_(torch.where(known_mask, known, 0))
+        todo = (~known_mask).any(dim=(0, 1)).flatten().tolist()  # pixels with something to draw
+    drawn = [q for q, draw in enumerate(todo) if draw]
+    start, stop = (drawn[0], drawn[-1] + 1) if drawn else (h * w, h * w)
+    return todo, start, stop
+
+
+def _draw_pixels(
+    stepper: Stepper,
+    distribution,
+    u: Tensor,
+    temperature: float,
+    known: Tensor | None,
+    known_mask: Tensor | None,
+    return_probs: bool,
+    bar,
+) -> tuple[Tensor, Tensor | None]:
+    """`_draw` for a head that draws whole pixels (`distribution.joint`): one step per pixel, and
+    `distribution.sample` draws all its channels from the pixel's own uniforms. Given pixels are
+    whole (`sample` checks), so a pixel is given or drawn per image."""
+    canvas = stepper.canvas
+    b, c, h, w = canvas.shape
+    todo, start, stop = _plan(canvas, known, known_mask)
+    params = stepper.prime() if start > 0 else None
+    probs = None
+    if return_probs:
+        first = params if params is not None else u.new_zeros(b, distribution.num_params(c), h, w)
+        probs = distribution.probs(first, temperature, canvas)
+    bar.update(start // w)
+    pixels = [canvas[:, :, i, j] for i in range(h) for j in range(w)]
+    noise = [u[:, :, i, j] for i in range(h) for j in range(w)]
+    for q in range(start, stop):
+        i, j = divmod(q, w)
+        params = stepper.step(q).view(b, -1, 1, 1)
+        if todo[q]:
+            value = distribution.sample(params, noise[q].reshape(b, -1, 1, 1), temperature).view(b, c)
+            if known is not None:
+                value = torch.where(known_mask[:, :, i, j], known[:, :, i, j], value)
+            pixels[q].copy_(value)
+        if return_probs:
+            probs[..., i, j] = distribution.probs(params, temperature, pixels[q].view(b, c, 1, 1))[..., 0, 0]
+        if j == w - 1:
+            bar.update(1)
+    bar.update(h - stop // w)
+    if return_probs and start < stop < h * w:
+        probs.flatten(-2)[..., stop:] = distribution.probs(stepper.prime(), temperature, canvas).flatten(-2)[..., stop:]
     return canvas, probs
 
 
