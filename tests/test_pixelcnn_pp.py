@@ -1,0 +1,252 @@
+"""PixelCNN++: causality by gradients (whole pixels: no channel of the current pixel), the full
+context (no blind spot) at MNIST's and CIFAR-10's sizes, shapes and learning, the naive sampler
+with the mixture (probabilities, completion of whole pixels), config checks, tiny training runs on
+8-bit MNIST and on CIFAR-10 files with colour sample grids, and sample.py completions in colour."""
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from hydra import compose, initialize
+from PIL import Image
+
+from autoreg.config import ConfigError, validate
+from autoreg.distributions import Bernoulli, Categorical, DiscretizedLogisticMixture
+from autoreg.models import build_model, family
+from autoreg.models.pixelcnn_pp import PixelCNNpp, check
+from autoreg.sampling import has_fast_path, sample
+
+from conftest import TINY, compose_train, read_events
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny(shape, nr_resnet=1, channels=6, num_classes=None, head=None, seed=0):
+    torch.manual_seed(seed)
+    model = PixelCNNpp(shape, head or DiscretizedLogisticMixture(3), nr_resnet=nr_resnet, channels=channels,
+                       num_classes=num_classes)
+    with torch.no_grad():
+        if num_classes:
+            model.label_bias.embedding.weight.normal_()
+    return model.eval()
+
+
+def dependencies(model, shape, pixels, y=None, repeats=2):
+    """dep[n, q]: whether the params at pixel `pixels[n]` (raster index) have a nonzero gradient
+    w.r.t. any channel of input pixel q. One backward pass; batch element b probes one pixel."""
+    c, h, w = shape
+    torch.manual_seed(1)
+    x = torch.rand(repeats * len(pixels), c, h, w, requires_grad=True)
+    out = model(x, None if y is None else y.repeat(repeats * len(pixels))).flatten(2)
+    index = torch.tensor(pixels).repeat(repeats)
+    out[torch.arange(len(index)), :, index].sum().backward()
+    grad = x.grad.abs().sum(1).flatten(1).view(repeats, len(pixels), h * w)
+    return (grad != 0).any(0)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+@pytest.mark.parametrize("shape,nr_resnet", [((1, 6, 7), 1), ((3, 6, 7), 1), ((3, 5, 5), 2), ((1, 9, 4), 1)])
+def test_causal_and_sees_every_earlier_pixel(shape, nr_resnet, conditional):
+    """The params of pixel i depend on exactly the pixels before it in raster order: never on any
+    channel of pixel i or later, and (small images, no blind spot) on every earlier one."""
+    c, h, w = shape
+    model = tiny(shape, nr_resnet, num_classes=3 if conditional else None)
+    pixels = list(range(h * w))
+    dep = dependencies(model, shape, pixels, torch.tensor([1]) if conditional else None)
+    allowed = torch.arange(h * w)[None, :] < torch.arange(h * w)[:, None]
+    assert not dep[~allowed].any(), "some params see their own pixel or a later one"
+    assert torch.equal(dep, allowed), "some earlier pixel is out of reach"
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_causal_at_mnist_and_cifar_sizes(shape):
+    """28 -> 14 -> 7 and 32 -> 16 -> 8: probed at the corners, the edges, the centre and pixels
+    next to the resolutions' seams; nothing at or after the pixel, and the pixels up-right (the
+    masked PixelCNN's blind spot), up, and left are all seen."""
+    c, h, w = shape
+    model = tiny(shape, nr_resnet=1, channels=4)
+    points = [(0, 1), (1, 0), (1, w - 1), (h // 2, w // 2), (h // 2 + 1, w // 2 + 1), (h - 1, 0), (h - 1, w - 1),
+              (7, 13), (14, 7), (h - 2, w - 3), (3, w - 2)]
+    pixels = [i * w + j for i, j in points]
+    dep = dependencies(model, shape, pixels, repeats=1)
+    for n, (i, j) in enumerate(points):
+        q = torch.arange(h * w)
+        assert not dep[n][q >= i * w + j].any(), f"pixel {(i, j)} sees itself or a later pixel"
+        for a, b in ((i - 1, j + 1), (i - 1, j), (i, j - 1), (i - 2, j + 3)):
+            if 0 <= a and 0 <= b < w:
+                assert dep[n][a * w + b], f"pixel {(i, j)} does not see {(a, b)}"
+
+
+@pytest.mark.parametrize("shape,head", [
+    ((3, 6, 5), DiscretizedLogisticMixture(3)), ((1, 7, 7), DiscretizedLogisticMixture(2)),
+    ((1, 6, 6), Bernoulli()), ((1, 5, 6), Categorical(256)),
+])
+def test_forward_shapes_nll_and_every_parameter_learns(shape, head):
+    torch.manual_seed(0)
+    model = PixelCNNpp(shape, head, nr_resnet=1, channels=6, dropout=0.1, num_classes=3)
+    x = (torch.rand(2, *shape) * (head.levels - 1)).round() / (head.levels - 1)
+    params = model(x, torch.tensor([0, 2]))
+    assert params.shape == (2, head.num_params(shape[0]), *shape[1:])
+    nll = head.nll(params, x)
+    assert nll.shape == (2,) and torch.isfinite(nll).all()
+    nll.mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_per_channel_heads_are_refused_for_colour():
+    with pytest.raises(ConfigError, match="model.likelihood=categorical cannot model 3-channel images with model=pixelcnn_pp") as err:
+        PixelCNNpp((3, 8, 8), Categorical(256))
+    assert "\n" not in str(err.value)
+
+
+def test_naive_sampling_records_the_probabilities_of_its_pixels():
+    """The sampler draws whole pixels with the mixture: the probabilities it records are those
+    of one forward pass over the result; the same seed gives the same images for any batch size;
+    the temperature changes them; there is no fast path."""
+    shape = (3, 4, 5)
+    model = tiny(shape, channels=4)
+    with torch.no_grad():
+        model.out.weight.mul_(4)
+    assert not has_fast_path(model)
+    images, probs = sample(model, 3, method="naive", seed=2, return_probs=True)
+    assert images.shape == (3, *shape) and torch.equal(images, (images * 255).round() / 255)
+    with torch.no_grad():
+        assert torch.allclose(probs, model.distribution.probs(model(images), 1.0, images), atol=1e-6)
+    assert torch.equal(sample(model, 3, method="naive", seed=2, batch_size=2), images)
+    assert not torch.equal(sample(model, 3, method="naive", seed=2, temperature=0.5), images)
+    noise = torch.rand(3, model.distribution.noise_channels(3), 4, 5, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(sample(model, 3, method="naive", noise=noise), images)
+
+
+def test_completion_keeps_whole_given_pixels_and_refuses_split_ones():
+    shape = (3, 6, 5)
+    model = tiny(shape, channels=4)
+    known = torch.randint(0, 256, (2, *shape), generator=torch.Generator().manual_seed(3)) / 255
+    mask = torch.zeros(2, 1, 6, 5, dtype=torch.bool)
+    mask[:, :, :3] = True
+    mask[1, :, 4, 1:] = True  # image 1 also gives a run of its fifth row
+    mask = mask.expand(2, 3, 6, 5)
+    done, probs = sample(model, method="naive", known=known, known_mask=mask, seed=1, return_probs=True)
+    assert torch.equal(done[mask], known[mask]) and not torch.equal(done, known)
+    with torch.no_grad():
+        assert torch.allclose(probs, model.distribution.probs(model(done), 1.0, done), atol=1e-6)
+    split = mask.clone()
+    split[0, 1:, 3, 0] = True  # G and B of a pixel whose R is drawn
+    with pytest.raises(ValueError, match="draws whole pixels: known_mask must give all channels of a pixel or none"):
+        sample(model, method="naive", known=known, known_mask=split, seed=1)
+
+
+def test_family_is_found_and_built_from_the_config():
+    assert family("pixelcnn_pp").model is PixelCNNpp
+    cfg = compose_train(["model=pixelcnn_pp", "data=cifar10"])
+    validate(cfg)
+    assert cfg.model.likelihood == "auto" and cfg.model.nr_logistic_mix == 10
+    from autoreg.build import build_module
+
+    module = build_module(cfg)
+    assert isinstance(module.net, PixelCNNpp) and module.distribution.name == "logistic_mixture"
+    assert module.distribution.nr_logistic_mix == 10 and module.net.out.out_channels == 100  # the paper's 100
+    assert build_module(compose_train(["model=pixelcnn_pp"])).distribution.name == "bernoulli"  # binarized MNIST
+    module = build_module(compose_train(["model=pixelcnn_pp", "data=mnist256", "model.nr_logistic_mix=5"]))
+    assert module.net.out.out_channels == 15
+    net = build_model({"name": "pixelcnn_pp", "conditional": True}, (3, 8, 8), DiscretizedLogisticMixture(), num_classes=10)
+    assert net.num_classes == 10 and net.label_bias is not None
+
+
+@pytest.mark.parametrize("overrides,named", [
+    (["model.nr_resnet=0"], "model.nr_resnet=0"),
+    (["model.channels=0"], "model.channels=0"),
+    (["model.dropout=1.0"], "model.dropout=1.0"),
+    (["model.dropout=-0.1"], "model.dropout=-0.1"),
+    (["model.dropout=true"], "model.dropout=True"),
+    (["model.nr_logistic_mix=0", "data=mnist256"], "model.nr_logistic_mix=0"),
+    (["model.likelihood=logistic_mixture"], "model.likelihood=logistic_mixture models 8-bit data, but data.bits=1"),
+    (["model.likelihood=softmax", "data=cifar10"], "model.likelihood=softmax is not a likelihood of model=pixelcnn_pp"),
+])
+def test_config_errors_are_one_line(overrides, named):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_train(["model=pixelcnn_pp", *overrides]))
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_other_families_refuse_the_mixture_in_one_line():
+    with pytest.raises(ConfigError, match="model.likelihood=logistic_mixture is not a likelihood of model=pixelcnn; "
+                                          "choose one of: auto, bernoulli, categorical") as err:
+        validate(compose_train(["data=cifar10", "model.likelihood=logistic_mixture"]))
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="model.nr_logistic_mix is an option of another likelihood"):
+        validate(compose_train(["data=cifar10", "+model.nr_logistic_mix=5"]))
+
+
+def test_check_accepts_the_defaults_and_the_paper():
+    check({"nr_resnet": 2, "channels": 32, "dropout": 0.0})
+    check({"nr_resnet": 5, "channels": 160, "dropout": 0.5})
+
+
+@pytest.fixture
+def pp_cfg(tmp_path):
+    """conftest's tiny training config for model=pixelcnn_pp (which has no model.depth)."""
+    def make(*overrides: str):
+        tiny_run = [o for o in TINY if not o.startswith("model.depth=")]
+        return compose_train(["model=pixelcnn_pp", "model.nr_resnet=1", *tiny_run, *overrides], tmp_path)
+
+    return make
+
+
+def test_tiny_training_run_on_8bit_mnist(pp_cfg):
+    """Four steps on the bundled digits as 8-bit images: the mixture's NLL is the metric."""
+    from autoreg.cli import train
+
+    metrics, objects = train(pp_cfg("data=mnist256", "callbacks.samples.num=0"))  # naive grids: the CIFAR-10 test
+    assert isinstance(objects["module"].net, PixelCNNpp)
+    assert metrics["global_step"] == 4 and math.isfinite(metrics["val/nll"]) and metrics["val/nll"] > 0
+    assert metrics["val/bpd"] == pytest.approx(metrics["val/nll"] / (784 * math.log(2)), rel=1e-5)
+
+
+def sample_cfg(*overrides: str):
+    with initialize(version_base="1.3", config_path="../conf"):
+        return compose(config_name="sample", overrides=[*overrides, "progress=false"])
+
+
+def test_pixelcnn_pp_trains_on_cifar10_files(tmp_path, monkeypatch, offline, pp_cfg):
+    from autoreg.cli import train
+    from test_data import write_tiny_cifar
+
+    write_tiny_cifar(tmp_path / "data", monkeypatch)
+    metrics, objects = train(pp_cfg(*cifar(tmp_path), "callbacks.samples.num=0", "test=true"))
+    assert objects["module"].distribution.name == "logistic_mixture" and objects["module"].image_shape == (3, 32, 32)
+    for key in ("val/nll", "test/nll"):
+        assert 0 < metrics[key] < 3 * 32 * 32 * math.log(256) * 2
+        assert metrics[key.replace("nll", "bpd")] == pytest.approx(metrics[key] / (3 * 32 * 32 * math.log(2)), rel=1e-5)
+
+
+def cifar(tmp_path) -> list[str]:
+    return ["data=cifar10", f"data.root={tmp_path / 'data'}", "data.source=auto", "data.batch_size=4", "data.val_size=4",
+            "callbacks.samples.scale=1"]
+
+
+@pytest.mark.parametrize("model", ["pixelcnn", pytest.param("pixelcnn_pp", marks=pytest.mark.slow)])
+def test_colour_sample_grids_and_completions(model, tmp_path, monkeypatch, offline, tiny_cfg, pp_cfg):
+    """Tiny CIFAR-10 files: TensorBoard's sample grid is in colour (its channels differ) and
+    sample.py completes the bottom halves of colour test images (PixelCNN: fast sampler; PixelCNN++,
+    slow: naive, ~1500 full passes)."""
+    from autoreg.cli import train
+    from autoreg.sample_cli import sample as sample_py
+    from test_data import write_tiny_cifar
+
+    write_tiny_cifar(tmp_path / "data", monkeypatch)
+    make = pp_cfg if model == "pixelcnn_pp" else tiny_cfg
+    train(make(*cifar(tmp_path), "callbacks.samples.num=1"))
+    images = read_events(tmp_path)["images"]
+    grids = [images[k] for k in images if k.split("/")[-1] == "samples"]  # the grid's tag, with or without its group
+    grid = Image.open(io.BytesIO(grids[0][-1][1])).convert("RGB")
+    r, g, b = (torch.tensor(list(band.getdata())) for band in grid.split())
+    assert not (torch.equal(r, g) and torch.equal(g, b)), "the sample grid is grey"
+    out = sample_py(sample_cfg(f"ckpt={tmp_path}/checkpoints/last.ckpt", "num=1", "completions=1", "complete=true",
+                               f"out={tmp_path}/c.png"))
+    done = Image.open(out)
+    assert done.mode == "RGB" and done.size == (3 * 32 + 4 * 2, 32 + 2 * 2)
+    hidden = torch.tensor(list(done.crop((2 + 32 + 2, 2 + 16, 2 + 64 + 2, 2 + 32)).getdata()))
+    assert (hidden == 128).all()  # the masked copy shows grey where the completion draws
