@@ -88,6 +88,15 @@ def test_naive_and_fast_paths_both_round_trip():
         assert torch.equal(decompress(module, data)[0], images)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_round_trip_on_a_gpu():
+    shape = (3, 3, 3)
+    module = tiny_module(shape, 8, *FAMILIES["pixelcnn"], "model.channels=6")
+    images = random_images(3, shape, 256)
+    data, _ = compress(module, images, batch_size=2, device="cuda")
+    assert torch.equal(decompress(module, data)[0], images)
+
+
 def test_a_head_that_couples_channels_plugs_in():
     """A head that draws whole pixels (`joint`: one step per pixel, each channel's table given the
     pixel's earlier channels), PixelCNN++'s logistic mixture, codes through the same loop."""
@@ -206,6 +215,7 @@ def test_inputs_that_the_model_cannot_code_are_one_line(ckpt, tmp_path, capsys):
     Image.new("L", (32, 32), 0).save(grey)
     assert "this model codes 28x28 images" in one_line_error(capsys, f"ckpt={ckpt}", f"input={grey}", f"out={tmp_path}/a.arz")
     assert "input=<PNG file or directory> or split=" in one_line_error(capsys, f"ckpt={ckpt}", f"out={tmp_path}/a.arz")
+    assert "pass one or the other" in one_line_error(capsys, f"ckpt={ckpt}", "decompress=x.arz", "split=test", f"out={tmp_path}/a")
     assert "label=3 needs a class-conditional model" in one_line_error(
         capsys, f"ckpt={ckpt}", f"input={grey}", "label=3", f"out={tmp_path}/a.arz")
     assert not (tmp_path / "a.arz").exists()

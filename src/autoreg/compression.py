@@ -383,6 +383,8 @@ def compress_task(cfg: DictConfig) -> Path:
     out = Path(cfg.out)
     module = AutoregressiveModule.from_checkpoint(cfg.ckpt, key="ckpt")
     if cfg.decompress:
+        if cfg.input is not None or cfg.split is not None:
+            raise ConfigError(f"decompress={cfg.decompress} decodes a file; input=/split= say what to compress: pass one or the other")
         return _decompress_to_dir(cfg, module, out)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA GPU is available; use device=cpu")
