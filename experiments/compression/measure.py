@@ -9,10 +9,15 @@ checkpoint the same images are also stored as PNG (one optimised file per image,
 images) and as one array compressed by gzip, bzip2 and xz (each of one byte per pixel and of
 8 pixels per byte, the smaller shown).
 
+    PIXELCNN=outputs/compression/pixelcnn/checkpoints/best.ckpt
     .venv/bin/python experiments/compression/measure.py \\
-        --ckpt outputs/compression/pixelcnn/checkpoints/best.ckpt --num 500 \\
-        --ckpt outputs/compression/diagonal_bilstm/checkpoints/best.ckpt --num 20 \\
+        --ckpt $PIXELCNN --num 500 --method auto \\
+        --ckpt $PIXELCNN --num 5 --method fast --ckpt $PIXELCNN --num 5 --method naive \\
+        --ckpt outputs/compression/diagonal_bilstm/checkpoints/best.ckpt --num 5 --method auto \\
         --out experiments/compression/results.md
+
+(the same PixelCNN on 5 images by both paths, to say what the naive path costs; the Diagonal
+BiLSTM has only that one).
 
 Times are wall-clock on whatever machine runs it, with `--threads` torch threads; the line under
 the tables says what and under how much load.
@@ -57,7 +62,7 @@ def general_purpose(images: torch.Tensor, levels: int) -> list[tuple[str, int]]:
     return rows
 
 
-def measure(ckpt: str, num: int, batch_size: int) -> dict:
+def measure(ckpt: str, num: int, method: str, batch_size: int) -> dict:
     module = AutoregressiveModule.from_checkpoint(ckpt)
     net = module.net
     images, labels = split_images(module, "test", num)
@@ -66,13 +71,14 @@ def measure(ckpt: str, num: int, batch_size: int) -> dict:
     with torch.no_grad():
         x = images.float() / (levels - 1)
         nll_bits = float(module.eval().nll(x, labels).sum()) / math.log(2)
-    data, encoding = compress(module, images, labels, batch_size=batch_size)
+    method = resolve_method(net, method)
+    data, encoding = compress(module, images, labels, method=method, batch_size=batch_size)
     decoded, decoded_labels, decoding = decompress(module, data)
     exact = torch.equal(decoded, images) and (labels is None or torch.equal(decoded_labels.long(), labels.long()))
     hp = module.hparams.model
     return {
         "model": f"{hp['name']} ({', '.join(f'{k} {hp[k]}' for k in DESCRIBE if k in hp)}{', conditional' if hp.get('conditional') else ''})",
-        "method": resolve_method(net, "auto"), "num": len(images), "dims": math.prod(net.image_shape), "levels": levels,
+        "method": method, "num": len(images), "dims": math.prod(net.image_shape), "levels": levels,
         "images": images, "nll_bits": nll_bits, "label_bits": len(images) * math.log2(net.num_classes) if labels is not None else 0.0,
         "bytes": len(data), "encode_s": encoding.seconds, "decode_s": decoding.seconds, "exact": exact,
         "step": torch.load(ckpt, map_location="cpu", weights_only=True).get("global_step"),
@@ -96,14 +102,14 @@ def size_table(first: dict) -> list[str]:
 
 
 def results_table(results: list[dict]) -> list[str]:
-    lines = ["| model (checkpoint step) | path | images | NLL bits/image | file bits/image | overhead (payload / file) "
-             "| encode ms/image | decode ms/image | decode(encode(x)) == x |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model (checkpoint step) | path | images | NLL bits/image | file bytes | file - NLL, bytes (header + coder) "
+             "| coder's overhead | encode ms/image | decode ms/image | decode(encode(x)) == x |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         bound = r["nll_bits"] + r["label_bits"]
-        payload = 8 * (r["bytes"] - HEADER_BYTES)
+        coder = r["bytes"] - HEADER_BYTES - bound / 8  # the coder's last words and its 24-bit quantisation
         lines.append(
-            f"| {r['model']} ({r['step']}) | {r['method']} | {r['num']} | {bound / r['num']:.2f} | {8 * r['bytes'] / r['num']:.2f} | "
-            f"{100 * (payload / bound - 1):+.3f}% / {100 * (8 * r['bytes'] / bound - 1):+.3f}% | "
+            f"| {r['model']} ({r['step']}) | {r['method']} | {r['num']} | {bound / r['num']:.2f} | {r['bytes']:,} | "
+            f"{r['bytes'] - bound / 8:.1f} ({HEADER_BYTES} + {coder:.1f}) | {100 * coder * 8 / bound:+.3f}% | "
             f"{1000 * r['encode_s'] / r['num']:.1f} | {1000 * r['decode_s'] / r['num']:.1f} | {'yes' if r['exact'] else '**NO**'} |")
     return lines
 
@@ -112,6 +118,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", action="append", required=True, help="a checkpoint (repeat for more models)")
     parser.add_argument("--num", action="append", type=int, help="test images per --ckpt, in the same order (default 100)")
+    parser.add_argument("--method", action="append", choices=("auto", "fast", "naive"),
+                        help="the path per --ckpt, in the same order (default auto: fast where the model has it)")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="also write the tables here (markdown)")
@@ -119,16 +127,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     machine = Machine()
     nums = (args.num or []) + [100] * (len(args.ckpt) - len(args.num or []))
+    methods = (args.method or []) + ["auto"] * (len(args.ckpt) - len(args.method or []))
     results = []
-    for ckpt, num in zip(args.ckpt, nums):
+    for ckpt, num, method in zip(args.ckpt, nums, methods):
         start = time.perf_counter()
-        results.append(measure(ckpt, num, args.batch_size))
+        results.append(measure(ckpt, num, method, args.batch_size))
         print(f"{ckpt}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
     first = results[0]
     text = "\n".join([
         f"Sizes: the first {first['num']} test images of {first['model']}'s data, {first['dims']} sub-pixels of "
         f"{first['levels']} levels each.", "", *size_table(first), "",
-        f"Per model (batches of {args.batch_size}; times are wall-clock, indicative only):", "", *results_table(results), "",
+        f"Per model (batches of up to {args.batch_size} images; times are wall-clock, indicative only):", "", *results_table(results), "",
         machine.line(args.threads), "",
     ])
     print(text)
