@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sample quality beside the likelihood for the post-lab study (experiments/post_lab/report.md,
+# "Sample quality"): the depth and kernel sweeps re-run at the quick budget (1200 steps of batch 32,
+# offline MNIST subset, one CPU thread per job), seed 0 only, then every job's best.ckpt scored with
+# autoreg.analysis.quality (400 fast samples, seed 0) and the sweep reports regenerated with the
+# quality columns and their rank correlation with val/nll. kernel=3 is depth=4 (the same config),
+# so the kernel sweep runs 5, 7, 9 and its report reads the depth-4 job as its kernel-3 row.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export OMP_NUM_THREADS=1
+PY=.venv/bin/python
+OUT=experiments/post_lab/quality
+
+$PY -m autoreg.analysis.classifier data=mnist data.source=bundled   # outputs/classifiers/mnist_1bit_static_bundled.pt
+$PY train.py -m +experiment=depth_sweep_quick seed=0 hydra.sweep.dir=outputs/multirun/quality_depth_sweep
+$PY train.py -m +experiment=kernel_sweep_quick model.kernel=5,7,9 seed=0 hydra.sweep.dir=outputs/multirun/quality_kernel_sweep
+for ckpt in outputs/multirun/quality_{depth,kernel}_sweep/*/checkpoints/best.ckpt; do
+  $PY -m autoreg.analysis.quality ckpt="$ckpt"   # -> best_quality.json and best_quality.png beside it
+done
+$PY -m autoreg.analysis.report outputs/multirun/quality_depth_sweep --out $OUT/depth_sweep
+$PY -m autoreg.analysis.report outputs/multirun/quality_kernel_sweep --out $OUT/kernel_sweep
+$PY experiments/post_lab/quality_table.py > $OUT/table.md

@@ -1,0 +1,87 @@
+"""The sample-quality table of experiments/post_lab/report.md, from the re-run sweeps (quality.sh):
+one row per setting with best val/nll and the scores of its best.ckpt (best_quality.json, written by
+`python -m autoreg.analysis.quality`), the Spearman correlation of each score with val/nll per sweep,
+and samples.png: the first 16 scored samples of every setting, side by side.
+
+    .venv/bin/python experiments/post_lab/quality_table.py > experiments/post_lab/quality/table.md
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib.image
+from matplotlib.figure import Figure
+
+from autoreg.analysis.report import read_jobs, spearman
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = Path(__file__).resolve().parent / "quality"
+DEPTH_SWEEP = ROOT / "outputs/multirun/quality_depth_sweep"
+KERNEL_SWEEP = ROOT / "outputs/multirun/quality_kernel_sweep"
+SCORES = (("val/fid", "FID", ".1f"), ("val/classifier_score", "classifier score", ".2f"),
+          ("val/memorisation", "memorisation", ".3f"))
+
+
+def scored(sweep_dir: Path, key: str) -> dict[str, tuple[dict, Path]]:
+    """Setting value -> (metrics.json merged with best_quality.json, the scored samples' PNG)."""
+    out = {}
+    for job in read_jobs(sweep_dir):
+        path = job.path / "checkpoints" / "best_quality.json"
+        if job.metrics and path.is_file():
+            out[job.overrides[key]] = ({**job.metrics, **json.loads(path.read_text())}, path.with_suffix(".png"))
+    return out
+
+
+def rows() -> list[tuple[str, str, dict, Path]]:
+    depth = scored(DEPTH_SWEEP, "model.depth")
+    kernel = scored(KERNEL_SWEEP, "model.kernel")
+    if "4" in depth:  # kernel=3 at 4 blocks is the depth sweep's depth=4 job (the same configuration)
+        kernel["3"] = depth["4"]
+    return [(sweep, f"{name}={value}", *found[value])
+            for sweep, name, found in (("depth", "depth", depth), ("kernel", "kernel", kernel))
+            for value in sorted(found, key=float)]
+
+
+def samples_figure(table: list[tuple[str, str, dict, Path]], out: Path) -> None:
+    """The top-left 4x4 samples of each setting's scored grid (64 samples, 8 per row, pixels 2x2)."""
+    fig = Figure(figsize=(1.6 * len(table), 2.0), layout="constrained")
+    axes = fig.subplots(1, len(table), squeeze=False)[0]
+    for ax, (sweep, setting, _, png) in zip(axes, table):
+        grid = matplotlib.image.imread(png)
+        cell = (grid.shape[0] - 2 * 2) // 8  # make_grid: 2-pixel padding, then scaled by 2
+        ax.imshow(grid[: 4 * cell + 4, : 4 * cell + 4], cmap="gray", interpolation="nearest")
+        ax.set_title(f"{sweep}\n{setting}", fontsize=8)
+        ax.axis("off")
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    table = rows()
+    if not table:
+        sys.exit("error: no scored jobs: run experiments/post_lab/quality.sh first")
+    ref = table[0][2]
+    print("| sweep | setting | params | best val/nll | " + " | ".join(t for _, t, _ in SCORES) + " |")
+    print("|---|---|---|---|" + "---|" * len(SCORES))
+    print("| reference | 400 held-out digits | | | " + " | ".join(format(ref["reference/" + k.split("/")[1]], f) for k, _, f in SCORES) + " |")
+    for sweep, setting, m, _ in table:
+        print(f"| {sweep} | {setting} | {m['params']:,.0f} | {m['best/val/nll']:.2f} | "
+              + " | ".join(format(m[k], f) for k, _, f in SCORES) + " |")
+    print()
+    print("| sweep | settings | Spearman rho (val/nll, FID) | (val/nll, classifier score) |")
+    print("|---|---|---|---|")
+    for sweep in ("depth", "kernel"):
+        part = [m for s, _, m, _ in table if s == sweep]
+        nll = [m["best/val/nll"] for m in part]
+        print(f"| {sweep} | {len(part)} | {spearman(nll, [m['val/fid'] for m in part]):+.2f} | "
+              f"{spearman(nll, [m['val/classifier_score'] for m in part]):+.2f} |")
+    print()
+    print(f"Classifier test accuracy {ref['reference/classifier_test_accuracy']:.4f}; scoring took "
+          f"{min(m['quality_seconds'] for *_, m, _ in table):.1f}-{max(m['quality_seconds'] for *_, m, _ in table):.1f} s per checkpoint.")
+    OUT.mkdir(parents=True, exist_ok=True)
+    samples_figure(table, OUT / "samples.png")
+
+
+if __name__ == "__main__":
+    main()
