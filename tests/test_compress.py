@@ -22,7 +22,7 @@ from autoreg.compression import (
 )
 from autoreg.errors import DataError
 from autoreg.module import AutoregressiveModule
-from conftest import ROOT, TINY, compose_train
+from conftest import TINY, compose_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,8 +100,6 @@ def test_round_trip_on_a_gpu():
 def test_a_head_that_couples_channels_plugs_in():
     """A head that draws whole pixels (`joint`: one step per pixel, each channel's table given the
     pixel's earlier channels), PixelCNN++'s logistic mixture, codes through the same loop."""
-    if not (ROOT / "conf" / "model" / "pixelcnn_pp.yaml").is_file():
-        pytest.skip("no PixelCNN++ family (with its logistic-mixture head) in this checkout yet")
     shape = (3, 4, 4)
     module = tiny_module(shape, 8, "model=pixelcnn_pp", "model.nr_resnet=1", "model.channels=8", "model.nr_logistic_mix=2")
     assert module.net.distribution.joint
