@@ -162,3 +162,22 @@ def test_sweep_report_gets_quality_columns_references_and_rank_correlation(tmp_p
     assert f"| FID (classifier) | {spearman(nll, fid):+.2f} |" in report and spearman(nll, fid) == pytest.approx(0.8)
     assert f"| classifier score | {spearman(nll, score):+.2f} |" in report and spearman(nll, score) == pytest.approx(-1.0)
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)  # ties: mean ranks (scipy's value)
+
+
+def test_callback_skips_naive_only_models_and_too_small_data_unless_asked(datamodule):
+    from types import SimpleNamespace
+
+    from autoreg.analysis.quality import SampleQuality, resolve_method
+    from autoreg.build import build_module
+
+    diagonal = build_module(compose_train(["model=pixelrnn", "model.arch=diagonal_bilstm", "model.channels=8", "model.depth=1"])).net
+    pixelcnn = build_module(compose_train(["model.channels=8", "model.depth=1"])).net
+    assert resolve_method("auto", diagonal) is None and resolve_method("naive", diagonal) == "naive"
+    assert resolve_method("auto", pixelcnn) == "fast"
+    with pytest.raises(ConfigError, match="callbacks.sample_quality.method=slow"):
+        resolve_method("slow", pixelcnn)
+
+    tiny = SimpleNamespace(splits={"test": range(10), "val": range(500)})
+    assert SampleQuality()._num(tiny) == 0 and SampleQuality()._num(datamodule) == 400 and SampleQuality(num=7)._num(tiny) == 7
+    with pytest.raises(ConfigError, match="callbacks.sample_quality.num=-1"):
+        SampleQuality(num=-1)

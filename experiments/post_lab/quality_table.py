@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent / "quality"
 DEPTH_SWEEP = ROOT / "outputs/multirun/quality_depth_sweep"
 KERNEL_SWEEP = ROOT / "outputs/multirun/quality_kernel_sweep"
+RNN_SWEEP = ROOT / "outputs/multirun/quality_rnn_cell_sweep"  # Row LSTM only: the Diagonal BiLSTM has no fast sampler
 SCORES = (("val/fid", "FID", ".1f"), ("val/classifier_score", "classifier score", ".2f"),
           ("val/memorisation", "memorisation", ".3f"))
 
@@ -37,11 +38,12 @@ def scored(sweep_dir: Path, key: str) -> dict[str, tuple[dict, Path]]:
 def rows() -> list[tuple[str, str, dict, Path]]:
     depth = scored(DEPTH_SWEEP, "model.depth")
     kernel = scored(KERNEL_SWEEP, "model.kernel")
+    cell = scored(RNN_SWEEP, "model.cell")
     if "4" in depth:  # kernel=3 at 4 blocks is the depth sweep's depth=4 job (the same configuration)
         kernel["3"] = depth["4"]
     return [(sweep, f"{name}={value}", *found[value])
-            for sweep, name, found in (("depth", "depth", depth), ("kernel", "kernel", kernel))
-            for value in sorted(found, key=float)]
+            for sweep, name, found in (("depth", "depth", depth), ("kernel", "kernel", kernel), ("Row LSTM", "cell", cell))
+            for value in sorted(found, key=lambda v: (len(v), v))]  # 2 < 12; gru < lstm
 
 
 def samples_figure(table: list[tuple[str, str, dict, Path]], out: Path) -> None:
@@ -71,9 +73,12 @@ def main() -> None:
     print()
     print("| sweep | settings | Spearman rho (val/nll, FID) | (val/nll, classifier score) |")
     print("|---|---|---|---|")
-    for sweep in ("depth", "kernel"):
-        part = [m for s, _, m, _ in table if s == sweep]
+    distinct = {m["params"]: m for _, _, m, _ in table}  # kernel=3 is depth=4: counted once
+    for sweep, part in [*((s, [m for t, _, m, _ in table if t == s]) for s in ("depth", "kernel", "Row LSTM")),
+                        ("all distinct settings", list(distinct.values()))]:
         nll = [m["best/val/nll"] for m in part]
+        if len(part) < 2:
+            continue
         print(f"| {sweep} | {len(part)} | {spearman(nll, [m['val/fid'] for m in part]):+.2f} | "
               f"{spearman(nll, [m['val/classifier_score'] for m in part]):+.2f} |")
     print()

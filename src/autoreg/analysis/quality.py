@@ -49,7 +49,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -62,11 +61,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_NUM = 400  # fits the bundled MNIST's 450 validation and 500 test images
 MODEL_KEYS = ("fid", "classifier_score", "label_accuracy", "memorisation", "nn_distance")
-
-
-def _features_batches(network: nn.Module, images: Tensor, batch_size: int):
-    for start in range(0, len(images), batch_size):
-        yield network(images[start : start + batch_size])
 
 
 @torch.no_grad()
