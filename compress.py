@@ -4,7 +4,6 @@ import sys
 
 import hydra
 
-from autoreg.compression import compress_main
 from autoreg.preflight import check_group_options
 from autoreg.resolvers import register_resolvers
 
@@ -14,6 +13,8 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="compress")
 def main(cfg):
+    from autoreg.compression import compress_main  # torch: after Hydra has composed the config
+
     return compress_main(cfg)
 
 

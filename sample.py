@@ -3,7 +3,6 @@ import sys
 
 import hydra
 
-from autoreg.cli import sample_main
 from autoreg.preflight import check_group_options
 from autoreg.resolvers import register_resolvers
 
@@ -13,6 +12,8 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 def main(cfg):
+    from autoreg.cli import sample_main  # torch and Lightning: after Hydra has composed the config
+
     return sample_main(cfg)
 
 

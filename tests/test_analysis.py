@@ -101,7 +101,7 @@ def test_cli_rejects_a_bad_value_in_one_line(capsys):
 def test_training_logs_the_field_and_the_cli_draws_a_checkpoint(tiny_cfg, tmp_path, capsys):
     train(tiny_cfg())  # the default callbacks include ReceptiveFieldImage
     images = read_events(tmp_path)["images"]
-    assert [step for step, _ in images["receptive_field"]] == [4]
+    assert [step for step, _ in images["train/receptive_field"]] == [4]
     ckpt = next((tmp_path / "checkpoints").glob("last*.ckpt"))
     main([f"ckpt={ckpt}"])
     printed = capsys.readouterr().out

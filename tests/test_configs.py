@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 
 from autoreg.build import build_datamodule
 from autoreg import config
-from autoreg.config import resolve_precision, validate
+from autoreg.config import resolve_precision, resolve_trainer, validate
 from autoreg.data import IMAGE_SHAPES
 from autoreg.module import AutoregressiveModule
 from omegaconf import OmegaConf
@@ -49,7 +49,7 @@ def test_data_configs(name):
 @pytest.mark.parametrize("name", [n for n in options("trainer") if n != "gpu"])
 def test_trainer_configs(name, tmp_path):
     cfg = compose_train([f"trainer={name}"], tmp_path)
-    resolve_precision(cfg)  # train() does this before building the Trainer
+    resolve_trainer(cfg)  # train() does this before building the Trainer
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     assert trainer.max_epochs == cfg.trainer.max_epochs
 

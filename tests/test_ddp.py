@@ -28,7 +28,8 @@ def test_ddp_on_cpu_shards_data_and_val_nll_equals_single_process_eval(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "distributed_backend=gloo" in proc.stderr and "Starting with 2 processes" in proc.stderr
+    log = proc.stdout + proc.stderr  # Lightning's lines go through Hydra's log handlers (it is imported after they exist)
+    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["global_step"] == 2 * 6  # 42 images / (2 processes x 4) = 6 steps an epoch (11 on one process)
 
@@ -48,7 +49,7 @@ def test_ddp_on_cpu_shards_data_and_val_nll_equals_single_process_eval(tmp_path)
 
     (events,) = run.glob("events.out.tfevents.*")
     counts = collections.Counter((v.tag, e.step) for e in EventFileLoader(str(events)).Load() for v in e.summary.value)
-    assert sorted(step for (tag, step) in counts if tag == "samples") == [5, 11]
+    assert sorted(step for (tag, step) in counts if tag == "val/samples") == [5, 11]
     assert all(n == 1 for (tag, _), n in counts.items() if tag != "epoch")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 12

@@ -14,7 +14,7 @@ from PIL import Image
 from autoreg.build import build
 from autoreg.config import ConfigError, validate
 from autoreg.distributions import Bernoulli, Categorical
-from autoreg.models import FAMILIES, build_model, family
+from autoreg.models import build_model, family, names
 from autoreg.sampling import has_fast_path, sample
 
 from conftest import ROOT, compose_train, read_events
@@ -28,8 +28,10 @@ TINY_MODELS = {
     "row_lstm": {"name": "pixelrnn", "arch": "row_lstm", "channels": 8, "depth": 2},
     "diagonal_bilstm": {"name": "pixelrnn", "arch": "diagonal_bilstm", "channels": 8, "depth": 1},
 }
-if "gated_pixelcnn" in FAMILIES:
+if "gated_pixelcnn" in names():
     TINY_MODELS["gated_pixelcnn"] = {"name": "gated_pixelcnn", "channels": 6, "depth": 2, "kernel": 3}
+if "pixelcnn_pp" in names():
+    TINY_MODELS["pixelcnn_pp"] = {"name": "pixelcnn_pp", "channels": 6, "nr_resnet": 1}
 
 
 def conditional(key: str, shape=(1, 6, 6), distribution=None, classes: int = 4):
@@ -44,7 +46,7 @@ def conditional(key: str, shape=(1, 6, 6), distribution=None, classes: int = 4):
 
 
 def test_every_model_config_is_a_discovered_family_that_builds():
-    assert set(CONFIGS) <= set(FAMILIES), "a conf/model/<name>.yaml without a family file"
+    assert set(CONFIGS) <= set(names()), "a conf/model/<name>.yaml without a family file"
     for name in CONFIGS:
         cfg = compose_train([f"model={name}"])
         validate(cfg)
@@ -90,7 +92,7 @@ def test_conditional_model_without_labels_fails_clearly(key):
 @pytest.mark.parametrize("key,shape,distribution", [
     ("pixelcnn", (1, 6, 6), Bernoulli()), ("pixelcnn", (3, 4, 4), Categorical(256)),
     ("row_lstm", (1, 6, 6), Bernoulli()), ("row_lstm", (3, 4, 4), Categorical(256)),
-] + ([("gated_pixelcnn", (1, 6, 6), Bernoulli()), ("gated_pixelcnn", (3, 4, 4), Categorical(256))] if "gated_pixelcnn" in FAMILIES else []))
+] + ([("gated_pixelcnn", (1, 6, 6), Bernoulli()), ("gated_pixelcnn", (3, 4, 4), Categorical(256))] if "gated_pixelcnn" in names() else []))
 def test_fast_sampler_is_exact_for_conditional_models(key, shape, distribution):
     model = conditional(key, shape, distribution, classes=3)
     with torch.no_grad():
@@ -139,9 +141,9 @@ def conditional_run(tmp_path_factory):
 def test_conditional_training_logs_class_rows_and_says_so(conditional_run):
     out, metrics = conditional_run
     events = read_events(out)
-    assert events["hparams"]["model.conditional"] == 1 and events["hparams"]["data.num_classes"] == 10
+    assert events["hparams"]["model.conditional"] is True and events["hparams"]["data.num_classes"] == "10"
     assert metrics["val/nll"] > 0
-    grid = Image.open(io.BytesIO(events["images"]["samples"][-1][1]))
+    grid = Image.open(io.BytesIO(events["images"]["val/samples"][-1][1]))
     assert grid.size == (3 * (2 * 28 + 3 * 2), 3 * (10 * 28 + 11 * 2))  # 20 samples: a row of 2 per class, 3x3 pixels
 
 
@@ -171,3 +173,29 @@ def test_label_on_an_unconditional_model_is_one_line(tiny_cfg, tmp_path):
     train(tiny_cfg())
     with pytest.raises(ConfigError, match="label=3 needs a class-conditional model; this checkpoint's model is unconditional"):
         sample_py(sample_cfg(f"ckpt={tmp_path}/checkpoints/last.ckpt", "label=3"))
+
+
+BAD_VALUES = (0, -1, 1, 2, 4, 9, "x", True, False, None, 2.5)
+
+
+@pytest.mark.parametrize("name", names())
+def test_the_torch_free_check_is_the_family_check(name):
+    """The config check reads each family from its source (autoreg.models.spec) so that a bad value
+    is answered before torch is imported; it must accept and refuse exactly what the family does."""
+    from autoreg.models import spec
+
+    light, real = spec(name), family(name)
+    assert light.torch_free, f"{name}'s check uses a name that needs its module (torch) imported"
+    assert light.defaults == real.defaults and light.likelihoods == real.likelihoods
+    refused = 0
+    for keys in [dict(light.defaults)] + [{**light.defaults, key: bad} for key in light.defaults for bad in BAD_VALUES]:
+        outcomes = []
+        for check in (light.check, real.check):
+            try:
+                check(keys)
+                outcomes.append(None)
+            except ConfigError as err:
+                outcomes.append(str(err))
+        assert outcomes[0] == outcomes[1], keys
+        refused += outcomes[0] is not None
+    assert refused > len(light.defaults)  # the cases test something

@@ -38,6 +38,7 @@ TINY_SWEEP = [
     "trainer.enable_model_summary=false",
     "callbacks.samples.num=4",
     "callbacks.progress_bar.refresh_rate=0",
+    "callbacks.sample_quality.num=0",  # its classifier and 400 samples: tests/test_quality.py
 ]
 
 

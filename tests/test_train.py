@@ -1,10 +1,14 @@
 """End to end: a tiny training run and a 2-job multirun, as the user runs them."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
+
+from PIL import Image
 
 from autoreg.cli import train
 
@@ -20,12 +24,15 @@ def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path, caplog):
     events = read_events(tmp_path)
     for tag in ("train/nll", "train/bpd", "train/lr", "val/nll", "val/bpd", "test/nll", "test/bpd"):
         assert tag in events["scalars"], tag
-    assert "samples" in events["images"]
+    assert {"val/samples", "val/completions"} <= set(events["images"])
+    completions = Image.open(io.BytesIO(events["images"]["val/completions"][-1][1]))
+    assert completions.size == (3 * (4 * 28 + 5 * 2),) * 2  # 4 val images: original, half hidden, 2 completions
     assert "epoch" not in events["scalars"]  # no staircase chart above the nll curves
     nll = events["scalars"]["train/nll"]
     assert len(nll) == 12 and max(nll[-3:]) < nll[0] - 20  # learning, far beyond batch noise
-    assert events["hparams"]["model.kernel"] == cfg.model.kernel and events["hparams"]["data.source_used"] == "bundled"
-    assert events["metrics"] == ["val/nll", "val/bpd"]
+    assert events["hparams"]["model.kernel"] == str(cfg.model.kernel) and events["hparams"]["data.source_used"] == "bundled"
+    assert events["hparams"]["model.residual"] is True and events["hparams"]["optim.lr"] == cfg.optim.lr
+    assert events["metrics"] == ["val/nll", "val/bpd", "val/fid", "val/classifier_score", "val/label_accuracy", "val/memorisation"]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert abs(metrics["val/nll"] - events["scalars"]["val/nll"][-1]) < 1e-3
     written = json.loads((tmp_path / "metrics.json").read_text())
@@ -69,7 +76,14 @@ def test_multirun_two_jobs_into_one_sweep_dir(tmp_path):
     for job, kernel in zip(jobs, (3, 5)):
         assert f"model.kernel={kernel}" in job.name  # the TensorBoard run name shows the overrides
         events = read_events(job)
-        assert events["hparams"]["model.kernel"] == kernel and "val/nll" in events["scalars"]
+        assert events["hparams"]["model.kernel"] == str(kernel) and "val/nll" in events["scalars"]
+        columns = {key: (kind, differs, domain) for key, kind, differs, domain in events["columns"]}
+        # HParams: the swept key first and marked, then the model's; ints shown as ints, bools as choices
+        assert [key for key, *_ in events["columns"][:3]] == ["model.kernel", "model.name", "model.depth"]
+        assert columns["model.kernel"] == ("DATA_TYPE_STRING", True, [])
+        assert columns["model.residual"] == ("DATA_TYPE_BOOL", False, [False, True])
+        assert columns["optim.lr"][0] == "DATA_TYPE_FLOAT64" and "pixelrnn" in columns["model.name"][2]
+        assert {"model.cell", "model.arch", "model.first_kernel"} <= set(columns)  # every family's keys have a column
         assert (job / "checkpoints" / "last.ckpt").is_file() and (job / "train.log").is_file()
         assert (job / ".hydra" / "config.yaml").is_file()
 
@@ -77,12 +91,31 @@ def test_multirun_two_jobs_into_one_sweep_dir(tmp_path):
 def test_a_run_stopped_by_max_steps_mid_epoch_validates_its_last_step(tiny_cfg, tmp_path):
     import torch
 
-    metrics, _ = train(tiny_cfg("trainer.max_steps=3", "trainer.limit_train_batches=10", "callbacks.samples.num=0"))
+    metrics, _ = train(tiny_cfg("trainer.max_steps=3", "trainer.limit_train_batches=10", "trainer.val_check_interval=1.0", "callbacks.samples.num=0"))
     events = read_events(tmp_path)
     assert events["steps"]["val/nll"] == [events["steps"]["train/nll"][-1]]  # validated after the last step, once
     assert metrics["global_step"] == 3 and abs(metrics["val/nll"] - events["scalars"]["val/nll"][-1]) < 1e-3
     best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=True)
     assert best["global_step"] == 3  # best.ckpt describes the final step, not an earlier one
+
+
+def test_a_short_run_validates_by_steps_across_epochs(tiny_cfg, tmp_path, caplog):
+    """trainer.val_check_interval=auto: 5 validations over trainer.max_steps, whatever the epochs."""
+    caplog.set_level(logging.INFO, logger="autoreg")
+    train(tiny_cfg("trainer.max_steps=10", "trainer.max_epochs=-1", "trainer.limit_train_batches=3", "callbacks.samples.num=0"))
+    steps = read_events(tmp_path)["steps"]
+    assert steps["val/nll"] == steps["train/nll"][1::2] and len(steps["val/nll"]) == 5  # epochs of 3 batches
+    assert "trainer.val_check_interval=auto -> 2: 5 validations over trainer.max_steps=10" in caplog.text
+
+
+def test_run_names_say_what_the_run_is():
+    from autoreg.run_dirs import run_name, trial_name
+
+    assert run_name("pixelrnn", "model.cell=gru,model=pixelrnn") == "pixelrnn_model.cell=gru"
+    assert run_name("pixelcnn", "") == "pixelcnn"
+    assert len(run_name("pixelcnn", ",".join(f"model.k{i}=1" for i in range(40)))) <= 100
+    assert trial_name(Path("outputs/runs/2026-11-29_03-10-00_pixelrnn_model.cell=gru")) == "pixelrnn_model.cell=gru (2026-11-29_03-10-00)"
+    assert trial_name(Path("outputs/multirun/2026-11-29_03-10-00/0_model.kernel=3")) == "0_model.kernel=3 (2026-11-29_03-10-00)"
 
 
 def test_summary_of_a_run_without_validation_says_so(tmp_path):

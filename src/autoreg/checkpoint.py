@@ -19,7 +19,6 @@
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -36,10 +35,10 @@ from pytorch_lightning.utilities import rank_zero_only
 from autoreg.compat import ResumableModelCheckpoint, checkpoint_logged_step, request_stop
 from autoreg.config import ConfigError
 from autoreg.errors import CheckpointError, OutputError
+from autoreg.run_dirs import LAST, run_dir_checkpoint
 
 log = logging.getLogger(__name__)
 
-LAST = "last.ckpt"
 TRAINING_STATE_KEYS = ("state_dict", "hyper_parameters", "optimizer_states", "loops", "global_step", "epoch")
 
 
@@ -199,56 +198,6 @@ class RunCheckpoint(ResumableModelCheckpoint):
             prior = self._prior_handlers.get(self._received)
             if callable(prior):
                 prior(self._received, None)
-
-
-def ensure_writable(directory: Path, key: str = "paths.output_dir") -> None:
-    """Create `directory` and write a probe file in it, or fail with one line."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write_test.{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise OutputError(f"{key}={directory} cannot be written ({err.strerror or err}); pick another dir or fix its permissions") from None
-
-
-# --- resuming a run in its own directory -------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=None)
-def resume_dir(resume: str | None, ckpt_path: str | None, new_dir: str) -> str | None:
-    """The run dir to continue, or None for a new run in `new_dir`.
-
-    `resume=<run dir>` continues that run. `ckpt_path=last` continues the newest run beside
-    `new_dir` (under outputs/runs) that has a checkpoints/last.ckpt, if any. Cached: Hydra resolves
-    the run dir more than once and must get the same answer."""
-    if resume not in (None, ""):
-        return str(resume)
-    if ckpt_path == "last":
-        runs = [p for p in Path(new_dir).parent.glob(f"*/checkpoints/{LAST}") if p.is_file()]
-        if runs:
-            return str(max(runs, key=lambda p: p.stat().st_mtime).parent.parent)
-    return None
-
-
-def run_dir(resume: str | None, ckpt_path: str | None, new_dir: str) -> str:
-    return resume_dir(resume, ckpt_path, new_dir) or new_dir
-
-
-def config_subdir(mode: Any, resume: str | None, ckpt_path: str | None, new_dir: str) -> str:
-    """`.hydra` for a new run (and every sweep job); `.hydra/resume_<time>` for a resumed run, so
-    the run's original config and overrides stay where they were."""
-    if str(mode).endswith("MULTIRUN") or not resume_dir(resume, ckpt_path, new_dir):
-        return ".hydra"
-    return f".hydra/resume_{Path(new_dir).name}"
-
-
-def run_dir_checkpoint(directory: str | os.PathLike) -> Path:
-    """`<directory>/checkpoints/last.ckpt` for `resume=<directory>`, or a one-line error."""
-    path = Path(directory) / "checkpoints" / LAST
-    if not path.is_file():
-        raise CheckpointError(f"resume={directory} has no checkpoints/{LAST}: not an autoreg run dir, or it was stopped before its first checkpoint")
-    return path
 
 
 # What a resumed run must share with the run it continues (data.root/source may move machines).

@@ -22,12 +22,13 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from autoreg.build import build
-from autoreg.checkpoint import RunCheckpoint, ensure_writable, prepare_resume
+from autoreg.checkpoint import RunCheckpoint, prepare_resume
 from autoreg.compat import relaunches_command
-from autoreg.config import ConfigError, check_int, resolve_precision, validate
+from autoreg.config import ConfigError, check_int, resolve_trainer, validate
 from autoreg.errors import UserError, exit_with_one_line
-from autoreg.hparams import count_parameters, flat_hparams, log_config_text, log_hparams
+from autoreg.hparams import count_parameters, flat_hparams, log_config_text, log_hparams, swept_keys
 from autoreg.log_filters import install_log_filters
+from autoreg.run_dirs import ensure_writable, trial_name
 from autoreg.sample_cli import sample
 from autoreg.summary import run_summary
 
@@ -42,9 +43,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     output_dir = Path(cfg.paths.output_dir)
     ensure_writable(output_dir)
     ckpt_path, in_place, resumed_at = prepare_resume(cfg, output_dir)
-    precision_note = resolve_precision(cfg)
-    if precision_note:
-        log.info(precision_note)
+    for note in resolve_trainer(cfg):
+        log.info(note)
     pl.seed_everything(cfg.seed, workers=True)
     module, datamodule = build(cfg)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
@@ -59,7 +59,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     log.info("data: %s from %s", cfg.data.name, datamodule.source_used)
     if rank_zero_only.rank == 0 and logger and not in_place:  # a resumed run keeps its hparams
         params = flat_hparams(cfg, **{"data.source_used": datamodule.source_used, "params": count_parameters(module)})
-        log_hparams(logger, params)
+        log_hparams(logger, params, swept=swept_keys(params), trial=trial_name(output_dir))
         log_config_text(logger, cfg)
 
     start = time.perf_counter()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from autoreg.errors import ConfigError
@@ -64,12 +63,13 @@ BINARIZE = ("static", "dynamic")
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError on the first value that cannot work. The generic keys are checked here;
-    the model's own keys by its family (autoreg.models)."""
-    from autoreg.distributions import distribution_for
-    from autoreg.models import checked_keys, family, model_keys
+    the model's own keys by its family (autoreg.models) and `model.likelihood` against the data
+    (autoreg.likelihoods), all without importing torch: a bad value is answered in about a second."""
+    from autoreg.likelihoods import choose
+    from autoreg.models import checked_keys, model_keys, spec
 
-    spec = family(_get(cfg, "model.name"))
-    checked_keys(spec, model_keys(cfg.model))
+    family = spec(_get(cfg, "model.name"))
+    checked_keys(family, model_keys(cfg.model))
     require_bool("model.conditional", cfg.model.get("conditional", False))
     check_choice(cfg, "data.dataset", DATASETS)
     check_choice(cfg, "data.source", SOURCES)
@@ -81,23 +81,20 @@ def validate(cfg: DictConfig) -> None:
     check_choice(cfg, "data.bits", (1, 8))
     if cfg.data.bits == 1:
         check_choice(cfg, "data.binarize", BINARIZE)
-    head = distribution_for(cfg.data.bits).name
-    if head not in spec.likelihoods:
-        raise ConfigError(
-            f"model={spec.name} cannot model {cfg.data.bits}-bit data (data={cfg.data.name}, a {head} likelihood); "
-            f"its likelihoods are: {', '.join(spec.likelihoods)}"
-        )
     if cfg.model.get("conditional"):
         require_labels(cfg.data.get("num_classes"))
     check_int(cfg, "data.batch_size")
     check_positive(cfg, "data.val_size")
     check_positive(cfg, "optim.lr")
+    choose(cfg.model, family.name, family.likelihoods, cfg.data.bits)  # model.likelihood against the family and data.bits
 
 
 def fast_bf16(device_type: str) -> bool:
     """Whether this machine multiplies bf16 natively: a CUDA GPU with bf16 (Ampere or later) or a
     CPU with AVX512-BF16 or AMX, whose oneDNN kernels then run bf16 convolutions about twice as
     fast as fp32 (experiments/benchmarks/train_speed.md)."""
+    import torch
+
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device_type != "cpu":
@@ -110,6 +107,8 @@ def resolve_precision(cfg: DictConfig) -> str | None:
     """`trainer.precision=auto` (the default): bf16-mixed where `fast_bf16`, else 32-true; written
     back into the config (so the run's hparams show it). Returns the line to log, or None when the
     user chose a precision. The likelihood is computed in fp32 either way (AutoregressiveModule)."""
+    import torch
+
     if cfg.trainer.get("precision") != "auto":
         return None
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
@@ -124,6 +123,35 @@ def resolve_precision(cfg: DictConfig) -> str | None:
         return (f"trainer.precision=auto -> bf16-mixed: this {what} runs bf16 natively; evaluation and sampling stay "
                 "fp32 (trainer.precision=32-true trains in fp32 too)")
     return f"trainer.precision=auto -> 32-true: no native bf16 on this {device}"
+
+
+VALIDATIONS = 5  # of a run with trainer.max_steps and trainer.val_check_interval=auto
+
+
+def resolve_val_check(cfg: DictConfig) -> str | None:
+    """`trainer.val_check_interval=auto` (the default): a run with `trainer.max_steps` validates
+    every max_steps / VALIDATIONS batches, across epochs, so that a short run's val curve has
+    points (and FinalValidation adds the last step); other runs validate after each epoch. Written
+    back into the config; returns the line to log, or None when the user chose an interval."""
+    trainer = cfg.trainer
+    if trainer.get("val_check_interval") != "auto":
+        return None
+    max_steps = trainer.get("max_steps") or -1
+    with open_dict(cfg):
+        if max_steps <= 0:
+            trainer.val_check_interval = 1.0
+            return None
+        batches = max_steps * (trainer.get("accumulate_grad_batches") or 1)
+        trainer.val_check_interval = max(1, batches // VALIDATIONS)
+        trainer.check_val_every_n_epoch = None
+    return (f"trainer.val_check_interval=auto -> {trainer.val_check_interval}: {batches // trainer.val_check_interval} "
+            f"validations over trainer.max_steps={max_steps} (trainer.val_check_interval=1.0: after each epoch)")
+
+
+def resolve_trainer(cfg: DictConfig) -> list[str]:
+    """The trainer's `auto` values resolved in the config (precision, val_check_interval) before
+    the Trainer is built; returns the lines to log."""
+    return [note for note in (resolve_precision(cfg), resolve_val_check(cfg)) if note]
 
 
 def job_dirname(overrides: str, max_len: int = 120) -> str:

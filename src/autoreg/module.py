@@ -30,7 +30,7 @@ from torchvision.utils import make_grid
 
 from autoreg.checkpoint import load_checkpoint
 from autoreg.compat import logged_step
-from autoreg.distributions import bits_per_dim, distribution_for
+from autoreg.distributions import bits_per_dim, distribution_from_config
 from autoreg.errors import CheckpointError, TrainingDivergedError
 from autoreg.models import build_model
 
@@ -57,10 +57,13 @@ class AutoregressiveModule(pl.LightningModule):
         self.save_hyperparameters()
         self.image_shape = tuple(image_shape)
         self.num_dims = math.prod(self.image_shape)
-        self.distribution = distribution_for(bits)
+        self.distribution = distribution_from_config(model, bits)  # model.likelihood (autoreg.likelihoods)
         self.net = build_model(model, self.image_shape, self.distribution, num_classes=(data or {}).get("num_classes"))
         if model.get("compile"):
             self.net.compile()  # in place: parameter names and checkpoints stay those of the plain net
+        # a batch of one stored image and label (the datamodule scales it): Lightning's model summary
+        # then reports FLOPs and sizes per image instead of "Total FLOPs: 0"
+        self.example_input_array = (torch.zeros(1, *self.image_shape, dtype=torch.uint8), torch.zeros(1, dtype=torch.long))
 
     @classmethod
     def from_checkpoint(cls, path: str, map_location="cpu", key: str = "ckpt") -> "AutoregressiveModule":
@@ -244,6 +247,24 @@ def grid_image(images: torch.Tensor, nrow: int, scale: int = 1) -> torch.Tensor:
     return grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
 
 
+def completion_rows(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, completions: int, y=None, **kwargs) -> torch.Tensor:
+    """Rows of [original, bottom half hidden, `completions` redrawn bottom halves] for the images
+    `x` (N, C, H, W) in [0, 1] (the PixelRNN paper's fig. 1 layout). A conditional model completes
+    each image for label `y`, or for its own label (`labels`) when None. `kwargs` go to the sampler."""
+    from autoreg.sampling import sample
+
+    device = next(net.parameters()).device
+    known_mask = torch.zeros_like(x, dtype=torch.bool)
+    known_mask[:, :, : x.shape[2] // 2] = True
+    if getattr(net, "num_classes", None) and y is None:
+        y = labels.repeat_interleave(completions).to(device)
+    filled = sample(net, known=x.repeat_interleave(completions, 0).to(device),
+                    known_mask=known_mask.repeat_interleave(completions, 0).to(device), y=y, **kwargs).cpu()
+    hidden = torch.where(known_mask, x, torch.full_like(x, 0.5))
+    rows = [torch.cat([x[i : i + 1], hidden[i : i + 1], filled[i * completions : (i + 1) * completions]]) for i in range(len(x))]
+    return torch.cat(rows)
+
+
 class FinalValidation(pl.Callback):
     """Validate after the last step when `trainer.max_steps` ends training mid-epoch: without it the
     run's val/nll, metrics.json and best.ckpt would describe an earlier step. Lightning validates
@@ -256,15 +277,20 @@ class FinalValidation(pl.Callback):
 
 
 class SampleGrid(pl.Callback):
-    """Logs a grid of `num` samples (`samples` in TensorBoard) at the end of every validation
-    epoch, drawn with the same sampler as sample.py and a fixed seed, so grids compare across
-    epochs; for a class-conditional model, one row of ceil(num / classes) samples per class. Pixels
-    are shown `scale` x `scale` (nearest neighbour). `method=auto` uses the fast sampler where the
-    model has one, else the naive one (both draw from the same distribution), and says which in
-    the log."""
+    """Logs a grid of `num` samples (`val/samples` in TensorBoard) at the end of every validation,
+    drawn with the same sampler as sample.py and a fixed seed, so grids compare across steps; for
+    a class-conditional model, one row of ceil(num / classes) samples per class. Beside it,
+    `val/completions`: the first `completions` validation images with their bottom halves redrawn
+    twice (sample.py complete=true's layout). Pixels are shown `scale` x `scale` (nearest
+    neighbour). `method=auto` uses the fast sampler where the model has one, else the naive one
+    (both draw from the same distribution), and says which in the log."""
 
-    def __init__(self, num: int = 16, method: str = "auto", temperature: float = 1.0, seed: int = 0, scale: int = 3):
+    COMPLETIONS_PER_IMAGE = 2
+
+    def __init__(self, num: int = 16, method: str = "auto", temperature: float = 1.0, seed: int = 0, scale: int = 3,
+                 completions: int = 4):
         self.num, self.method, self.temperature, self.seed, self.scale = num, method, temperature, seed, scale
+        self.completions = completions
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: AutoregressiveModule) -> None:
         from autoreg.sampling import has_fast_path
@@ -274,8 +300,22 @@ class SampleGrid(pl.Callback):
             log.info("sample grids: %s sampler for %s", self.method, type(pl_module.net).__name__)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: AutoregressiveModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or self.num < 1 or trainer.logger is None:
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.logger is None:
             return
+        # the step Lightning logs val/nll at, so grids line up with it and a resumed run can tell
+        # which grids it will log again (autoreg.checkpoint.logged_before)
+        step = logged_step(trainer)
+        if self.num > 0:
+            trainer.logger.experiment.add_image("val/samples", self._samples(pl_module), step)
+        datamodule = trainer.datamodule
+        if self.completions > 0 and datamodule is not None and "val" in getattr(datamodule, "splits", {}):
+            val = datamodule.splits["val"]
+            x, labels = datamodule.on_after_batch_transfer(val[torch.arange(min(self.completions, len(val)))], 0)
+            rows = completion_rows(pl_module.net, x.cpu(), labels.cpu(), self.COMPLETIONS_PER_IMAGE, method=self.method,
+                                   temperature=self.temperature, seed=self.seed)
+            trainer.logger.experiment.add_image("val/completions", grid_image(rows, 2 + self.COMPLETIONS_PER_IMAGE, self.scale), step)
+
+    def _samples(self, pl_module: AutoregressiveModule) -> torch.Tensor:
         from autoreg.sampling import class_rows, sample
 
         net = pl_module.net
@@ -286,7 +326,4 @@ class SampleGrid(pl.Callback):
         else:
             y, num, nrow = None, self.num, int(math.ceil(math.sqrt(self.num)))
         images = sample(net, num, y=y, method=self.method, temperature=self.temperature, seed=self.seed)
-        grid = grid_image(images, nrow, self.scale)
-        # the step Lightning logs val/nll at, so grids line up with it and a resumed run can tell
-        # which grids it will log again (autoreg.checkpoint.logged_before)
-        trainer.logger.experiment.add_image("samples", grid, logged_step(trainer))
+        return grid_image(images, nrow, self.scale)

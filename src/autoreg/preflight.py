@@ -10,9 +10,10 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
-from autoreg.checkpoint import ensure_writable, run_dir_checkpoint
+from autoreg.run_dirs import ensure_writable, run_dir_checkpoint
 from autoreg.config import ConfigError
 from autoreg.errors import UserError, exit_with_one_line
+from autoreg.gpus import require_gpu
 
 
 class Preflight(HydraCallback):
@@ -25,12 +26,14 @@ class Preflight(HydraCallback):
             from autoreg.config import validate
 
             _preflight(lambda: validate(config))
+            _preflight(lambda: require_gpu(config))
         resume = OmegaConf.select(config, "resume", default=None)
         _preflight(lambda: run_dir_checkpoint(resume) if resume not in (None, "") else None)
         _preflight(lambda: ensure_writable(Path(str(config.hydra.run.dir)), key="hydra.run.dir"))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _preflight(lambda: _no_resume_in_sweep(OmegaConf.select(config, "resume", default=None)))
+        _preflight(lambda: require_gpu(config))
         _preflight(lambda: ensure_writable(Path(str(config.hydra.sweep.dir)), key="hydra.sweep.dir"))
 
 

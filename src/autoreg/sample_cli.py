@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from autoreg.build import build_datamodule
 from autoreg.config import ConfigError, check_choice, check_int, check_positive
-from autoreg.module import AutoregressiveModule, grid_image
+from autoreg.module import AutoregressiveModule, completion_rows, grid_image
 from autoreg.sampling import METHODS, class_rows, sample as draw
 
 log = logging.getLogger("autoreg")
@@ -42,7 +42,7 @@ def sample(cfg: DictConfig) -> Path:
                   batch_size=cfg.batch_size, progress=cfg.progress)
     ckpt = Path(cfg.ckpt)
     if cfg.complete:
-        images = completion_grid(module, cfg.num, cfg.completions, {**kwargs, "y": label}, device)
+        images = completion_grid(module, cfg.num, cfg.completions, {**kwargs, "y": label})
         nrow, kind = 2 + cfg.completions, "completions"
     elif label == "all":
         y = class_rows(net.num_classes, cfg.num)
@@ -78,23 +78,10 @@ def check_label(label, num_classes: int | None, complete: bool) -> int | str | N
     return label
 
 
-def completion_grid(module: AutoregressiveModule, num: int, completions: int, kwargs, device) -> torch.Tensor:
-    """Rows of [original, bottom half hidden, completions...] for the first `num` test images
-    (the PixelRNN paper's fig. 1 layout); the dataset is the checkpoint's own data config. A
-    conditional model completes each image for `kwargs['y']`, or for its own label when None."""
+def completion_grid(module: AutoregressiveModule, num: int, completions: int, kwargs) -> torch.Tensor:
+    """`completion_rows` for the first `num` test images of the checkpoint's own data config."""
     datamodule = build_datamodule(module.hparams.data)
     datamodule.setup("test")
     test = datamodule.splits["test"]
-    index = torch.arange(min(num, len(test)))
-    x, labels = datamodule.on_after_batch_transfer(test[index], 0)
-    h = x.shape[2]
-    known_mask = torch.zeros_like(x, dtype=torch.bool)
-    known_mask[:, :, : h // 2] = True
-    y = kwargs["y"]
-    if module.net.num_classes and y is None:
-        y = labels.repeat_interleave(completions).to(device)
-    filled = draw(module.net, known=x.repeat_interleave(completions, 0).to(device),
-                  known_mask=known_mask.repeat_interleave(completions, 0).to(device), **{**kwargs, "y": y}).cpu()
-    hidden = torch.where(known_mask, x, torch.full_like(x, 0.5))
-    rows = [torch.cat([x[i : i + 1], hidden[i : i + 1], filled[i * completions : (i + 1) * completions]]) for i in range(len(x))]
-    return torch.cat(rows)
+    x, labels = datamodule.on_after_batch_transfer(test[torch.arange(min(num, len(test)))], 0)
+    return completion_rows(module.net, x, labels, completions, **kwargs)

@@ -16,13 +16,18 @@ def read_events(run_dir: Path) -> dict[str, Any]:
 
     - `scalars`: tag -> [values] and `steps`: tag -> [global steps], in logging order
     - `images`: tag -> [(step, encoded PNG bytes)]
-    - `hparams`: hparam name -> value; `metrics`: the HParams metric tags
+    - `hparams`: hparam key (the column's display name) -> value; `metrics`: the HParams metric
+      tags; `columns`: the HParams experiment's columns in order, as (key, type name, differs,
+      discrete domain)
     """
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     from tensorboard.plugins.hparams import plugin_data_pb2
     from tensorboard.util import tensor_util
 
-    out: dict[str, Any] = {"scalars": {}, "steps": {}, "images": {}, "hparams": {}, "metrics": []}
+    from tensorboard.plugins.hparams import api_pb2
+
+    out: dict[str, Any] = {"scalars": {}, "steps": {}, "images": {}, "hparams": {}, "metrics": [], "columns": []}
+    values, display = {}, {}
     for path in sorted(Path(run_dir).glob("events.out.tfevents.*")):
         for event in EventFileLoader(str(path)).Load():
             for value in event.summary.value:
@@ -31,9 +36,13 @@ def read_events(run_dir: Path) -> dict[str, Any]:
                     data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
                     if data.HasField("session_start_info"):
                         for key, v in data.session_start_info.hparams.items():
-                            out["hparams"][key] = v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                            values[key] = v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
                     if data.HasField("experiment"):
                         out["metrics"] = [m.name.tag for m in data.experiment.metric_infos]
+                        infos = data.experiment.hparam_infos
+                        display = {i.name: i.display_name or i.name for i in infos}
+                        out["columns"] = [(display[i.name], api_pb2.DataType.Name(i.type), i.differs,
+                                           [getattr(v, v.WhichOneof("kind")) for v in i.domain_discrete.values]) for i in infos]
                 elif plugin == "images":  # the loader turns image summaries into [width, height, png]
                     png = tensor_util.make_ndarray(value.tensor)[2]
                     out["images"].setdefault(value.tag, []).append((event.step, png))
@@ -41,4 +50,5 @@ def read_events(run_dir: Path) -> dict[str, Any]:
                     v = value.simple_value if value.HasField("simple_value") else float(tensor_util.make_ndarray(value.tensor))
                     out["scalars"].setdefault(value.tag, []).append(v)
                     out["steps"].setdefault(value.tag, []).append(event.step)
+    out["hparams"] = {display.get(name, name): v for name, v in values.items()}
     return out

@@ -205,7 +205,7 @@ class ReceptiveFieldImage(pl.Callback):
         end = gradient_map(pl_module.net, self.x, pixel)
         fig = plot_fields([(f"step {step}", start), (f"step {trainer.global_step}", end)], pixel,
                           describe(pl_module.hparams.model))
-        trainer.logger.experiment.add_figure("receptive_field", fig, trainer.global_step)
+        trainer.logger.experiment.add_figure("train/receptive_field", fig, trainer.global_step)
 
 
 def _random_images(image_shape: tuple[int, int, int], num: int = 8, seed: int = 0) -> torch.Tensor:

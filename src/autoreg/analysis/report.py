@@ -11,7 +11,13 @@ Each job of a Hydra multirun is a subdirectory holding `.hydra/overrides.yaml` (
 - val_nll.png: best val/nll against each swept key (one line per value of the other keys);
 - curves.png: training and validation NLL against steps, one line per job (the smoothing and
   the y range chosen from the data: `curves_figure`);
-- samples.png: the last `samples` grid of every job, side by side.
+- samples.png: the last `samples` grid of every job, side by side;
+- sample quality (autoreg.analysis.quality), where the jobs have it: `val/fid`, the classifier
+  score, the label accuracy (conditional models) and the memorisation ratio as table columns, the
+  held-out reference values, and the rank correlation (Spearman) of each with best val/nll across
+  the jobs: does the likelihood order the settings as sample quality does? A job trained without
+  the callback gets them from `python -m autoreg.analysis.quality ckpt=<job>/checkpoints/best.ckpt`
+  (its checkpoints/best_quality.json).
 
 A job without metrics.json is reported as failed, so one crashed job never hides the others.
 """
@@ -41,6 +47,14 @@ HEAD_CLIP = 3  # ... and then the last half of every training curve fills at lea
 MAX_LINES = 6  # val/nll plots: more settings of the other keys than this get dots, not lines
 MAX_TICKS = 12  # val/nll plots: at most this many labelled values on the x axis
 MAX_COLUMNS = 8  # sample grids: settings side by side, one row per seed
+# sample quality (autoreg.analysis.quality): metric, column title, format, whether higher is better
+QUALITY_COLUMNS = (
+    ("val/fid", "FID (classifier)", ".2f", False),
+    ("val/classifier_score", "classifier score", ".2f", True),
+    ("val/label_accuracy", "label accuracy", ".3f", True),
+    ("val/memorisation", "memorisation", ".3f", None),
+)
+QUALITY_PREFIXES = ("val/", "reference/", "quality_seconds")
 
 
 @dataclass
@@ -79,6 +93,9 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         overrides = dict(o.lstrip("+").split("=", 1) for o in yaml.safe_load(overrides_file.read_text()) or [])
         metrics_file = path / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        scored = path / "checkpoints" / "best_quality.json"  # the quality CLI's scores of best.ckpt
+        if metrics and "val/fid" not in metrics and scored.is_file():
+            metrics.update({k: v for k, v in json.loads(scored.read_text()).items() if k.startswith(QUALITY_PREFIXES)})
         jobs.append(Job(path, overrides, metrics))
     return jobs
 
@@ -107,7 +124,9 @@ def _fmt(value: float | None, spec: str) -> str:
 def table(jobs: list[Job]) -> str:
     """A markdown table, one row per job, sorted by the swept keys."""
     keys = swept_keys(jobs) or sorted({k for job in jobs for k in job.overrides})[:1]
-    columns = ["final val/nll", "best val/nll", "best val/bpd", "params", "steps", "train min (wall)"]
+    quality = _quality_columns(jobs)
+    columns = ["final val/nll", "best val/nll", "best val/bpd", *(title for _, title, _, _ in quality), "params", "steps",
+               "train min (wall)"]
     lines = ["| " + " | ".join(keys + columns) + " |", "|" + "---|" * (len(keys) + len(columns))]
     for job in sort_jobs(jobs, keys):
         m = job.metrics
@@ -119,12 +138,68 @@ def table(jobs: list[Job]) -> str:
                 _fmt(m.get("val/nll"), ".2f"),
                 _fmt(m.get("best/val/nll"), ".2f"),
                 _fmt(job.best_bpd(), ".4f"),
+                *(_fmt(m.get(key), spec) for key, _, spec, _ in quality),
                 _fmt(m.get("params"), ",.0f"),
                 _fmt(m.get("global_step"), ".0f"),
                 _fmt(m["train_seconds"] / 60 if "train_seconds" in m else None, ".1f"),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _quality_columns(jobs: list[Job]) -> list[tuple[str, str, str, bool | None]]:
+    return [c for c in QUALITY_COLUMNS if any(c[0] in j.metrics for j in jobs)]
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation: Pearson's on the ranks (ties get their mean rank)."""
+    def ranks(values: list[float]) -> list[float]:
+        order = sorted(range(len(values)), key=values.__getitem__)
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2 + 1
+            i = j + 1
+        return out
+
+    rx, ry = ranks(x), ranks(y)
+    if len(set(rx)) < 2 or len(set(ry)) < 2:
+        return math.nan
+    return statistics.correlation(rx, ry)
+
+
+def quality_section(jobs: list[Job]) -> str:
+    """The held-out reference values and, per quality metric, its rank correlation with best
+    val/nll over the finished jobs (empty when no job was scored)."""
+    scored = [j for j in jobs if "val/fid" in j.metrics and "best/val/nll" in j.metrics]
+    if not scored:
+        return ""
+    ref = scored[0].metrics
+    lines = [
+        "Scored on the same samples for every job (`autoreg.analysis.quality`, seed fixed). Held-out reference "
+        "(validation digits scored as samples, the best reachable at this number of samples): "
+        + ", ".join(f"{title} {_fmt(ref.get('reference/' + key.split('/', 1)[1]), spec)}"
+                    for key, title, spec, _ in _quality_columns(scored) if "reference/" + key.split("/", 1)[1] in ref)
+        + (f"; the feature classifier's test accuracy {ref['reference/classifier_test_accuracy']:.4f}"
+           if "reference/classifier_test_accuracy" in ref else "")
+        + (f"; scoring took {statistics.mean(j.metrics['quality_seconds'] for j in scored if 'quality_seconds' in j.metrics):.0f} s "
+           "per job on average" if any("quality_seconds" in j.metrics for j in scored) else "") + ".",
+    ]
+    if len(scored) >= 3:
+        nll = [j.metrics["best/val/nll"] for j in scored]
+        rows = ["| metric | Spearman rho with best val/nll | agrees with the NLL ranking when |", "|---|---|---|"]
+        for key, title, _, higher_better in _quality_columns(scored):
+            values = [j.metrics.get(key) for j in scored]
+            if None in values or higher_better is None:
+                continue
+            rho = spearman(nll, values)
+            rows.append(f"| {title} | {rho:+.2f} | rho near {'-1 (higher is better)' if higher_better else '+1 (lower is better)'} |")
+        lines += [f"Rank correlation over the {len(scored)} scored jobs:", "\n".join(rows)]
+    return "\n\n".join(lines)
 
 
 def seed_table(jobs: list[Job]) -> str:
@@ -318,7 +393,7 @@ def plot_samples(jobs: list[Job], out: Path) -> Path | None:
     import matplotlib.image
 
     keys = swept_keys(jobs)
-    grids = [(j, j.events["images"]["samples"][-1]) for j in sort_jobs(jobs, keys) if "samples" in j.events["images"]]
+    grids = [(j, j.events["images"]["val/samples"][-1]) for j in sort_jobs(jobs, keys) if "val/samples" in j.events["images"]]
     if not grids:
         return None
     others = [k for k in keys if k != "seed"]
@@ -391,6 +466,9 @@ def write_report(sweep_dir: Path, out_dir: Path | None = None) -> Path:
     parts += ["## Jobs", "Sorted by the swept keys; nats per image; bits/dim of the best val/nll.", table(jobs)]
     if "seed" in keys and len(keys) > 1 and len(failed) < len(jobs):
         parts += ["## Mean over seeds", seed_table(jobs)]
+    quality = quality_section(jobs)
+    if quality:
+        parts += ["## Sample quality against the likelihood", quality]
     figures = [
         ("val/nll against the swept keys", plot_against_keys(jobs, out_dir / "val_nll.png")),
         ("Learning curves", plot_curves(jobs, out_dir / "curves.png")),
