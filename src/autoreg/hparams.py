@@ -112,7 +112,7 @@ def experiment_columns(params: dict[str, Any], swept: set[str]) -> list[api_pb2.
 
 
 def log_hparams(logger, params: dict[str, Any], swept: set[str], trial: str) -> None:
-    """Write the HParams experiment (its columns, `val/nll` and `val/bpd` as its metrics) and this
+    """Write the HParams experiment (its columns; HPARAM_METRICS as its metrics) and this
     run's values under the trial name `trial`."""
     if not isinstance(logger, pl.loggers.TensorBoardLogger):
         return
