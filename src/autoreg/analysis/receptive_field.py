@@ -246,7 +246,7 @@ def receptive_field_figure(argv: list[str]) -> Path:
     from autoreg.build import build_datamodule
     from autoreg.config import job_dirname, validate
     from autoreg.data import IMAGE_SHAPES
-    from autoreg.distributions import distribution_for
+    from autoreg.distributions import distribution_from_config
     from autoreg.models import build_model
     from autoreg.module import AutoregressiveModule
 
@@ -267,7 +267,7 @@ def receptive_field_figure(argv: list[str]) -> Path:
         validate(cfg)
         model_cfg, shape = OmegaConf.to_container(cfg.model, resolve=True), IMAGE_SHAPES[cfg.data.dataset]
         x = _random_images(shape)
-        nets = [("untrained", build_model(model_cfg, shape, distribution_for(cfg.data.bits), cfg.data.num_classes))]
+        nets = [("untrained", build_model(model_cfg, shape, distribution_from_config(model_cfg, cfg.data.bits), cfg.data.num_classes))]
         default_out = Path("outputs/receptive_field") / f"{job_dirname(','.join(overrides)) or model_cfg['name']}.png"
     pixel = parse_pixel(own.get("pixel"), shape)
     panels = [(label, gradient_map(net, x, pixel)) for label, net in nets]
