@@ -137,6 +137,14 @@ def run(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         exit_with_one_line(err)
 
 
+def module_main(task: Callable[[list[str]], Any], argv: list[str] | None = None) -> Any:
+    """A `python -m autoreg.analysis.<tool> key=value ...` entry: INFO logging to the console
+    without Lightning's noise, and `task(argv)`'s UserError as one line (`run`)."""
+    install_log_filters()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run(task, sys.argv[1:] if argv is None else argv)
+
+
 def sample_main(cfg: DictConfig) -> None:
     """sample.py's task."""
     install_log_filters()

@@ -77,7 +77,7 @@ def column_name(key: str) -> str:
 
 def _shown(value: Any) -> Any:
     """A value as the HParams table should show it: ints as strings, None as 'null'."""
-    if isinstance(value, bool) or isinstance(value, (float, str)):
+    if isinstance(value, (bool, float, str)):
         return value
     return "null" if value is None else str(value)
 

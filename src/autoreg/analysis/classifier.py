@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -253,12 +252,9 @@ def train_cli(argv: list[str]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from autoreg.cli import run
-    from autoreg.log_filters import install_log_filters
+    from autoreg.cli import module_main
 
-    install_log_filters()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run(train_cli, sys.argv[1:] if argv is None else argv)
+    module_main(train_cli, argv)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -315,12 +314,9 @@ def score_checkpoint(argv: list[str]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from autoreg.cli import run
-    from autoreg.log_filters import install_log_filters
+    from autoreg.cli import module_main
 
-    install_log_filters()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run(score_checkpoint, sys.argv[1:] if argv is None else argv)
+    module_main(score_checkpoint, argv)
 
 
 if __name__ == "__main__":
