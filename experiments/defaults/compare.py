@@ -53,11 +53,11 @@ def throughput(candidates: dict[str, list[str]], windows: int, steps: int) -> di
         module, dm = build(cfg)
         dm.setup("fit")
         batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-        setups[name] = (module, torch.optim.Adam(module.parameters(), cfg.optim.lr), batch)
         resolve_precision(cfg)
         bf16 = cfg.trainer.precision == "bf16-mixed"
+        setups[name] = (module, torch.optim.Adam(module.parameters(), cfg.optim.lr), batch, bf16)
 
-    def step(module, opt, batch):
+    def step(module, opt, batch, bf16):
         opt.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = module.nll(*batch).mean()
@@ -68,10 +68,10 @@ def throughput(candidates: dict[str, list[str]], windows: int, steps: int) -> di
     for name, s in setups.items():  # warm-up
         step(*s)
     for _ in range(windows):
-        for name, (module, opt, batch) in setups.items():
+        for name, (module, opt, batch, bf16) in setups.items():
             start = time.perf_counter()
             for _ in range(steps):
-                step(module, opt, batch)
+                step(module, opt, batch, bf16)
             rates[name].append(steps * len(batch[0]) / (time.perf_counter() - start))
     return {name: statistics.median(r) for name, r in rates.items()}
 
