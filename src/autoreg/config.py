@@ -154,6 +154,18 @@ def resolve_trainer(cfg: DictConfig) -> list[str]:
     return [note for note in (resolve_precision(cfg), resolve_val_check(cfg)) if note]
 
 
+def split_own_keys(argv: list[str], keys: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """A tool's own `key=value` arguments (`keys`), and the rest (config overrides) in their order."""
+    own, rest = {}, []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in keys:
+            own[key] = value
+        else:
+            rest.append(arg)
+    return own, rest
+
+
 def job_dirname(overrides: str, max_len: int = 120) -> str:
     """A sweep job's directory (and TensorBoard run) name from its overrides, kept under the
     file-name limit: a long one is cut and made unique with a hash of the whole."""

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from autoreg.config import split_own_keys
 from autoreg.data.datamodule import NUM_CLASSES
 from autoreg.errors import CheckpointError, ConfigError, UserError
 
@@ -224,8 +225,7 @@ def train_cli(argv: list[str]) -> Path:
     from autoreg.analysis.receptive_field import CONF_DIR
     from autoreg.build import build_datamodule
 
-    own = {k: v for k, _, v in (a.partition("=") for a in argv) if k in ("epochs", "out")}
-    overrides = [a for a in argv if a.partition("=")[0] not in own]
+    own, overrides = split_own_keys(argv, ("epochs", "out"))
     bad = [a for a in overrides if not (a.startswith("data=") or a.startswith("data.") or a.startswith("seed="))]
     if bad:
         raise ConfigError(f"{' '.join(bad)}: the classifier takes data=..., data.<key>=..., epochs=N and out=FILE only")

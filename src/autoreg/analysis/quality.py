@@ -54,6 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from autoreg.analysis.classifier import DEFAULT_DIR, FeatureLayer, classifier_for
+from autoreg.config import split_own_keys
 from autoreg.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -268,12 +269,9 @@ def score_checkpoint(argv: list[str]) -> dict[str, float]:
     from autoreg.module import AutoregressiveModule, grid_image
 
     allowed = ("ckpt", "num", "seed", "method", "classifier", "classifier_dir", "out")
-    own: dict[str, str] = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in allowed:
-            raise ConfigError(f"{arg}: unknown argument; allowed: {', '.join(k + '=' for k in allowed)}")
-        own[key] = value
+    own, unknown = split_own_keys(argv, allowed)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown argument; allowed: {', '.join(k + '=' for k in allowed)}")
     if not own.get("ckpt"):
         raise ConfigError("ckpt= is missing: python -m autoreg.analysis.quality ckpt=<run dir>/checkpoints/best.ckpt")
     ints = {}

@@ -57,7 +57,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from torch import nn
 
-from autoreg.config import ConfigError
+from autoreg.config import ConfigError, split_own_keys
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 MISSED_RGB = (1.0, 0.72, 0.72)   # earlier pixels the network cannot see
@@ -213,18 +213,6 @@ def _random_images(image_shape: tuple[int, int, int], num: int = 8, seed: int = 
     return torch.randint(0, 2, (num, *image_shape), generator=g).float()
 
 
-def _parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Split our own keys (ckpt, out, pixel) from the train-config overrides."""
-    own, overrides = {}, []
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key in ("ckpt", "out", "pixel"):
-            own[key] = value
-        else:
-            overrides.append(arg)
-    return own, overrides
-
-
 def parse_pixel(text: str | None, shape: tuple[int, int, int]) -> tuple[int, int]:
     """`pixel=row,col` (default: the centre) inside the image."""
     if not text:
@@ -250,7 +238,7 @@ def receptive_field_figure(argv: list[str]) -> Path:
     from autoreg.models import build_model
     from autoreg.module import AutoregressiveModule
 
-    own, overrides = _parse(argv)
+    own, overrides = split_own_keys(argv, ("ckpt", "out", "pixel"))
     torch.manual_seed(0)
     if own.get("ckpt"):
         if overrides:
