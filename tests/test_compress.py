@@ -43,7 +43,7 @@ def random_images(n: int, image_shape, levels: int) -> torch.Tensor:
 FAMILIES = {
     "pixelcnn": ["model=pixelcnn", "model.channels=8", "model.depth=1"],
     "row_lstm": ["model=pixelrnn", "model.channels=4", "model.depth=1"],
-    "diagonal_bilstm": ["model=pixelrnn", "model.arch=diagonal_bilstm", "model.channels=4", "model.depth=1"],  # naive only
+    "diagonal_bilstm": ["model=pixelrnn", "model.arch=diagonal_bilstm", "model.channels=4", "model.depth=1"],
     "gated_pixelcnn": ["model=gated_pixelcnn", "model.channels=8", "model.depth=1"],
 }
 

@@ -170,9 +170,9 @@ def test_callback_skips_naive_only_models_and_too_small_data_unless_asked(datamo
     from autoreg.analysis.quality import SampleQuality, resolve_method
     from autoreg.build import build_module
 
-    diagonal = build_module(compose_train(["model=pixelrnn", "model.arch=diagonal_bilstm", "model.channels=8", "model.depth=1"])).net
+    naive_only = build_module(compose_train(["model=pixelcnn_pp", "model.channels=8", "model.nr_resnet=1"])).net
     pixelcnn = build_module(compose_train(["model.channels=8", "model.depth=1"])).net
-    assert resolve_method("auto", diagonal) is None and resolve_method("naive", diagonal) == "naive"
+    assert resolve_method("auto", naive_only) is None and resolve_method("naive", naive_only) == "naive"
     assert resolve_method("auto", pixelcnn) == "fast"
     with pytest.raises(ConfigError, match="callbacks.sample_quality.method=slow"):
         resolve_method("slow", pixelcnn)

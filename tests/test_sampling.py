@@ -193,20 +193,67 @@ def test_row_lstm_completion_agrees_with_naive(family):
     assert_completion_agrees(model, known, mask, noise)
 
 
-def test_diagonal_bilstm_is_naive_only():
+def tiny_diagonal_bilstm(channels: int, size: int, distribution, cell: str, depth: int, conditional: bool = False):
     torch.manual_seed(0)
-    model = PixelRNN((1, 5, 5), Bernoulli(), arch="diagonal_bilstm", cell="gru", depth=1, channels=4)
-    assert not has_fast_path(model)
-    with pytest.raises(FastSamplingUnsupported, match="sampling.method=naive"):
-        sample(model, 2, seed=0)
-    assert sample(model, 2, method="naive", seed=0).shape == (2, 1, 5, 5)
+    model = PixelRNN(
+        (channels, size, size), distribution, arch="diagonal_bilstm", cell=cell, depth=depth,
+        channels=4 * channels, head_layers=2, num_classes=3 if conditional else None,
+    )
+    with torch.no_grad():
+        for block in model.layers:
+            block.layer.initial_state.normal_()  # learned initial states: outside the image is not zero
+        model.head[-1].weight.mul_(8)
+        if conditional:
+            model.label_bias.embedding.weight.normal_()
+    return model
+
+
+DIAGONAL_BILSTMS = {  # channels, size, distribution, cell, depth, conditional
+    "lstm-bernoulli": (1, 7, Bernoulli(), "lstm", 2, False),
+    "gru-bernoulli-conditional": (1, 6, Bernoulli(), "gru", 2, True),
+    "lstm-cat256-rgb": (3, 5, Categorical(256), "lstm", 1, False),
+    "gru-cat256-rgb": (3, 5, Categorical(256), "gru", 2, False),
+}
+
+
+@pytest.mark.parametrize("family", list(DIAGONAL_BILSTMS))
+def test_fast_sampler_is_exact_for_diagonal_bilstm(family):
+    model = tiny_diagonal_bilstm(*DIAGONAL_BILSTMS[family])
+    c, size, *_, conditional = DIAGONAL_BILSTMS[family]
+    assert has_fast_path(model)
+    y = torch.tensor([0, 2, 1]) if conditional else None
+    noise = torch.rand((3, c, size, size), generator=torch.Generator().manual_seed(1))
+    naive, naive_probs = sample(model, 3, y=y, method="naive", noise=noise, return_probs=True)
+    fast, fast_probs = sample(model, 3, y=y, method="fast", noise=noise, return_probs=True)
+    assert torch.equal(fast, naive)
+    assert (fast_probs - naive_probs).abs().max() < 1e-5
+    with torch.no_grad():
+        assert torch.allclose(fast_probs, model.distribution.probs(model(fast, y)), atol=1e-5)
+    assert len(naive.unique()) > 1
+
+
+@pytest.mark.parametrize("family", ["lstm-bernoulli", "gru-cat256-rgb"])
+def test_diagonal_bilstm_completion_agrees_with_naive(family):
+    model = tiny_diagonal_bilstm(*DIAGONAL_BILSTMS[family])
+    c, size, distribution = DIAGONAL_BILSTMS[family][:3]
+    levels = distribution.levels
+    generator = torch.Generator().manual_seed(3)
+    known = torch.randint(0, levels, (3, c, size, size), generator=generator) / (levels - 1)
+    mask = torch.rand((3, c, size, size), generator=generator) < 0.4
+    mask[:, :, :2] = True  # given rows and a given prefix of the next: the caches start from a full pass
+    mask[:, :, 2, :3] = True
+    mask[:, :, -1, 1:] = True  # a given suffix: drawing stops before it
+    noise = torch.rand((3, c, size, size), generator=generator)
+    assert_completion_agrees(model, known, mask, noise)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-@pytest.mark.parametrize("family", ["pixelcnn", "row_lstm"])
+@pytest.mark.parametrize("family", ["pixelcnn", "row_lstm", "diagonal_bilstm"])
 def test_fast_sampler_is_exact_on_gpu(family):
     if family == "pixelcnn":
         model = tiny_pixelcnn(*FAMILIES["residual-cat256-rgb"][:4]).cuda()
+    elif family == "diagonal_bilstm":
+        model = tiny_diagonal_bilstm(*DIAGONAL_BILSTMS["gru-cat256-rgb"]).cuda()
     else:
         model = tiny_row_lstm(3, 5, Categorical(256), "lstm", 3, 2).cuda()
     noise = torch.rand((3, 3, 5, 5), generator=torch.Generator().manual_seed(1))

@@ -56,6 +56,12 @@ MODELS = {  # key: (table label, builder)
             (1, SIZE, SIZE), Bernoulli(), arch="row_lstm", cell="lstm", depth=2, channels=32, kernel=3, head_layers=2
         ),
     ),
+    "diagonal_bilstm": (
+        "PixelRNN Diagonal BiLSTM (lstm, 2 layers, 32 ch)",
+        lambda: PixelRNN(
+            (1, SIZE, SIZE), Bernoulli(), arch="diagonal_bilstm", cell="lstm", depth=2, channels=32, head_layers=2
+        ),
+    ),
     "gated": (
         "Gated PixelCNN default (k=5, 4 layers, 24 ch)",
         lambda: GatedPixelCNN((1, SIZE, SIZE), Bernoulli(), channels=24, depth=4, kernel=5, head_layers=2),

@@ -24,13 +24,14 @@ rounding (tests/test_sampling.py checks probabilities within 1e-5 and identical 
 
 Completion: given pixels (`known` where `known_mask` is true) are kept and the others drawn in
 raster order, conditioned on every given pixel before them. One full forward pass fills the
-caches up to the first pixel to draw, so completing the bottom half costs half a sample.
+caches up to the first pixel to draw, so completing the bottom half costs half a sample (the
+Diagonal BiLSTM's column fills its caches position by position: one sample more).
 
 Extending the fast path: a model family gives its class a method `fast_stepper(batch, device,
 dtype, y) -> Stepper` (autoreg.models); most build a `CachedColumns` over their layers. Layers
 built from MaskedConv2d, element-wise activations, nn.Sequential, residual blocks (`Residual`) and
 label biases (`Shift`) have columns here; a family registers the columns of its own layer types
-with `register_layer` in its model file (Row LSTM: autoreg.models.pixelrnn). A model without a
+with `register_layer` in its model file (Row LSTM, Diagonal BiLSTM: autoreg.models.pixelrnn). A model without a
 `fast_stepper`, or with a layer without a column, makes `method='fast'` fail with an error pointing
 to `sampling.method=naive`.
 """
