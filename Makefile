@@ -16,7 +16,7 @@ train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q --durations=15 $(ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m '' $(ARGS)

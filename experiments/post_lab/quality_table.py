@@ -20,7 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent / "quality"
 DEPTH_SWEEP = ROOT / "outputs/multirun/quality_depth_sweep"
 KERNEL_SWEEP = ROOT / "outputs/multirun/quality_kernel_sweep"
-RNN_SWEEP = ROOT / "outputs/multirun/quality_rnn_cell_sweep"  # Row LSTM only: the Diagonal BiLSTM has no fast sampler
+RNN_SWEEP = ROOT / "outputs/multirun/quality_rnn_cell_sweep"  # the Row LSTM (fast sampler)
+DBILSTM_SWEEP = ROOT / "outputs/multirun/quality_dbilstm_sweep"  # the Diagonal BiLSTM
+SECOND_SEED = {"Row LSTM": ROOT / "outputs/multirun/quality_rnn_cell_sweep_seed1",  # training seed 1 (seed=1)
+               "Diagonal BiLSTM": ROOT / "outputs/multirun/quality_dbilstm_sweep_seed1"}
+LAB_RUNS = ROOT / "outputs/runs"  # python train.py +experiment=lab: the lab's network after its default training
 SCORES = (("val/fid", "FID", ".1f"), ("val/classifier_score", "classifier score", ".2f"),
           ("val/memorisation", "memorisation", ".3f"))
 
@@ -35,15 +39,45 @@ def scored(sweep_dir: Path, key: str) -> dict[str, tuple[dict, Path]]:
     return out
 
 
+def lab_reference() -> tuple[dict, Path] | None:
+    """The newest scored `+experiment=lab` run (its metrics.json merged with best_quality.json), if any."""
+    for run in sorted(LAB_RUNS.glob("*_+experiment=lab"), reverse=True):
+        path, metrics = run / "checkpoints" / "best_quality.json", run / "metrics.json"
+        if path.is_file() and metrics.is_file():
+            return {**json.loads(metrics.read_text()), **json.loads(path.read_text())}, path.with_suffix(".png")
+    return None
+
+
 def rows() -> list[tuple[str, str, dict, Path]]:
     depth = scored(DEPTH_SWEEP, "model.depth")
     kernel = scored(KERNEL_SWEEP, "model.kernel")
-    cell = scored(RNN_SWEEP, "model.cell")
+    row_lstm = scored(RNN_SWEEP, "model.cell")
+    diagonal = scored(DBILSTM_SWEEP, "model.cell")
     if "4" in depth:  # kernel=3 at 4 blocks is the depth sweep's depth=4 job (the same configuration)
         kernel["3"] = depth["4"]
+    sweeps = (("depth", "depth", depth), ("kernel", "kernel", kernel), ("Row LSTM", "cell", row_lstm),
+              ("Diagonal BiLSTM", "cell", diagonal))
     return [(sweep, f"{name}={value}", *found[value])
-            for sweep, name, found in (("depth", "depth", depth), ("kernel", "kernel", kernel), ("Row LSTM", "cell", cell))
+            for sweep, name, found in sweeps
             for value in sorted(found, key=lambda v: (len(v), v))]  # 2 < 12; gru < lstm
+
+
+def seed_table(table: list[tuple[str, str, dict, Path]]) -> None:
+    """Training seed 0 (the main table) beside training seed 1, for the sweeps re-run with seed=1."""
+    lines = []
+    for sweep, sweep_dir in SECOND_SEED.items():
+        second = scored(sweep_dir, "model.cell")
+        for name, setting, m, _ in table:
+            value = setting.split("=", 1)[1]
+            if name == sweep and value in second:
+                m1 = second[value][0]
+                lines.append(f"| {sweep} | {setting} | {m['best/val/nll']:.2f} / {m1['best/val/nll']:.2f} | "
+                             + " | ".join(f"{format(m[k], f)} / {format(m1[k], f)}" for k, _, f in SCORES[:2]) + " |")
+    if lines:
+        print()
+        print("| sweep | setting | best val/nll, training seeds 0 / 1 | FID, seeds 0 / 1 | classifier score, seeds 0 / 1 |")
+        print("|---|---|---|---|---|")
+        print("\n".join(lines))
 
 
 def samples_figure(table: list[tuple[str, str, dict, Path]], out: Path) -> None:
@@ -67,6 +101,11 @@ def main() -> None:
     print("| sweep | setting | params | best val/nll | " + " | ".join(t for _, t, _ in SCORES) + " |")
     print("|---|---|---|---|" + "---|" * len(SCORES))
     print("| reference | 400 held-out digits | | | " + " | ".join(format(ref["reference/" + k.split("/")[1]], f) for k, _, f in SCORES) + " |")
+    lab = lab_reference()
+    if lab:
+        m = lab[0]
+        print(f"| reference | the lab's network, default training | {m['params']:,.0f} | {m['best/val/nll']:.2f} | "
+              + " | ".join(format(m[k], f) for k, _, f in SCORES) + " |")
     for sweep, setting, m, _ in table:
         print(f"| {sweep} | {setting} | {m['params']:,.0f} | {m['best/val/nll']:.2f} | "
               + " | ".join(format(m[k], f) for k, _, f in SCORES) + " |")
@@ -74,7 +113,7 @@ def main() -> None:
     print("| sweep | settings | Spearman rho (val/nll, FID) | (val/nll, classifier score) |")
     print("|---|---|---|---|")
     distinct = {m["params"]: m for _, _, m, _ in table}  # kernel=3 is depth=4: counted once
-    for sweep, part in [*((s, [m for t, _, m, _ in table if t == s]) for s in ("depth", "kernel", "Row LSTM")),
+    for sweep, part in [*((s, [m for t, _, m, _ in table if t == s]) for s in ("depth", "kernel", "Row LSTM", "Diagonal BiLSTM")),
                         ("all distinct settings", list(distinct.values()))]:
         nll = [m["best/val/nll"] for m in part]
         if len(part) < 2:
@@ -84,8 +123,9 @@ def main() -> None:
     print()
     print(f"Classifier test accuracy {ref['reference/classifier_test_accuracy']:.4f}; scoring took "
           f"{min(m['quality_seconds'] for *_, m, _ in table):.1f}-{max(m['quality_seconds'] for *_, m, _ in table):.1f} s per checkpoint.")
+    seed_table(table)
     OUT.mkdir(parents=True, exist_ok=True)
-    samples_figure(table, OUT / "samples.png")
+    samples_figure(table + ([("lab network", "default training", *lab)] if lab else []), OUT / "samples.png")
 
 
 if __name__ == "__main__":
