@@ -136,6 +136,18 @@ def test_report_sorts_by_the_swept_keys_and_averages_over_seeds(tmp_path):
     assert (sweep / "val_nll.png").is_file() and not (sweep / "curves.png").exists()  # no event files here
 
 
+def test_report_of_a_sweep_dir_whose_jobs_have_different_override_keys(tmp_path):
+    """A job added to a sweep dir later, with an extra override (here the sampler of its quality
+    callback): the key counts as swept, the other jobs have its default ('')."""
+    sweep = tmp_path / "sweep"
+    for num, (cell, extra, value) in enumerate([("lstm", ["callbacks.sample_quality.method=naive"], 92.3), ("gru", [], 93.0)]):
+        metrics = {"val/nll": value, "val/bpd": 0.17, "best/val/nll": value, "params": 1000, "global_step": 50, "train_seconds": 60.0}
+        write_job(sweep, num, ["+experiment=rnn_cell_sweep_quick", *extra, f"model.cell={cell}"], metrics)
+    report = write_report(sweep).read_text()
+    assert "Swept: callbacks.sample_quality.method, model.cell." in report
+    assert (sweep / "val_nll.png").is_file()
+
+
 # The learning-curves figure (curves.png) of a short sweep: 15 training points and 2 val points,
 # the NLLs of two real 150-step jobs (model.kernel=3,5) logged every 10 steps.
 SHORT_TRAIN = {

@@ -239,20 +239,20 @@ def plot_against_keys(jobs: list[Job], out: Path) -> Path | None:
         return None
     fig = Figure(figsize=(5 * len(keys), 4), layout="constrained")
     for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
-        values = sorted({j.overrides[key] for j in done}, key=_sort_value)
+        values = sorted({j.overrides.get(key, "") for j in done}, key=_sort_value)
         numeric = all(_sort_value(v)[0] == 0 for v in values)
         x_of = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
         others = [k for k in keys if k != key]
         lines: dict[str, list[Job]] = defaultdict(list)
         for job in done:
             lines[_label(job, others) if others else ""].append(job)
-        if len(lines) > MAX_LINES or all(len({j.overrides[key] for j in g}) == 1 for g in lines.values()):
-            ax.scatter([x_of[j.overrides[key]] for j in done], [j.metrics["best/val/nll"] for j in done], s=14)
+        if len(lines) > MAX_LINES or all(len({j.overrides.get(key, "") for j in g}) == 1 for g in lines.values()):
+            ax.scatter([x_of[j.overrides.get(key, "")] for j in done], [j.metrics["best/val/nll"] for j in done], s=14)
         else:
             for name, group in sorted(lines.items()):
                 by_value: dict[str, list[float]] = defaultdict(list)
                 for job in group:
-                    by_value[job.overrides[key]].append(job.metrics["best/val/nll"])
+                    by_value[job.overrides.get(key, "")].append(job.metrics["best/val/nll"])
                 xs = sorted(by_value, key=_sort_value)
                 (line,) = ax.plot([x_of[v] for v in xs], [statistics.mean(by_value[v]) for v in xs], marker="o", label=name or None)
                 for v in xs:
@@ -399,9 +399,9 @@ def plot_samples(jobs: list[Job], out: Path) -> Path | None:
     others = [k for k in keys if k != "seed"]
     settings = sorted({tuple(j.overrides.get(k, "") for k in others) for j in jobs}, key=lambda t: [_sort_value(v) for v in t])
     if "seed" in keys and others and len(settings) <= MAX_COLUMNS:
-        seeds = sorted({j.overrides["seed"] for j in jobs}, key=_sort_value)
+        seeds = sorted({j.overrides.get("seed", "") for j in jobs}, key=_sort_value)
         ncols, nrows = len(settings), len(seeds)
-        cell = {id(j): seeds.index(j.overrides["seed"]) * ncols + settings.index(tuple(j.overrides.get(k, "") for k in others)) for j, _ in grids}
+        cell = {id(j): seeds.index(j.overrides.get("seed", "")) * ncols + settings.index(tuple(j.overrides.get(k, "") for k in others)) for j, _ in grids}
     else:
         ncols = min(len(grids), 6)
         nrows = math.ceil(len(grids) / ncols)
