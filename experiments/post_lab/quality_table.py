@@ -22,8 +22,12 @@ DEPTH_SWEEP = ROOT / "outputs/multirun/quality_depth_sweep"
 KERNEL_SWEEP = ROOT / "outputs/multirun/quality_kernel_sweep"
 RNN_SWEEP = ROOT / "outputs/multirun/quality_rnn_cell_sweep"  # the Row LSTM (fast sampler)
 DBILSTM_SWEEP = ROOT / "outputs/multirun/quality_dbilstm_sweep"  # the Diagonal BiLSTM
-SECOND_SEED = {"Row LSTM": ROOT / "outputs/multirun/quality_rnn_cell_sweep_seed1",  # training seed 1 (seed=1)
-               "Diagonal BiLSTM": ROOT / "outputs/multirun/quality_dbilstm_sweep_seed1"}
+SECOND_SEED = {  # training seed 1 (seed=1): sweep -> (its dir, the swept key)
+    "depth": (ROOT / "outputs/multirun/quality_depth_sweep_seed1", "model.depth"),
+    "kernel": (ROOT / "outputs/multirun/quality_kernel_sweep_seed1", "model.kernel"),
+    "Row LSTM": (ROOT / "outputs/multirun/quality_rnn_cell_sweep_seed1", "model.cell"),
+    "Diagonal BiLSTM": (ROOT / "outputs/multirun/quality_dbilstm_sweep_seed1", "model.cell"),
+}
 LAB_RUNS = ROOT / "outputs/runs"  # python train.py +experiment=lab: the lab's network after its default training
 SCORES = (("val/fid", "FID", ".1f"), ("val/classifier_score", "classifier score", ".2f"),
           ("val/memorisation", "memorisation", ".3f"))
@@ -62,15 +66,34 @@ def rows() -> list[tuple[str, str, dict, Path]]:
             for value in sorted(found, key=lambda v: (len(v), v))]  # 2 < 12; gru < lstm
 
 
+def sampling_spread(table: list[tuple[str, str, dict, Path]]) -> None:
+    """Each checkpoint scored with sampling seeds 0 (the table), 1 and 2 (best_quality_seed<k>.json)."""
+    lines = []
+    for sweep, setting, m, png in table:
+        seeds = [m] + [json.loads(p.read_text()) for k in (1, 2) if (p := png.with_name(f"best_quality_seed{k}.json")).is_file()]
+        if len(seeds) == 3:
+            lines.append(f"| {sweep}, {setting} | " + " | ".join(" / ".join(format(s[k], f) for s in seeds) for k, _, f in SCORES[:2]) + " |")
+    if lines:
+        print()
+        print("Sampling spread: the same checkpoints scored with sampling seeds 0 (above), 1 and 2:")
+        print()
+        print("| setting | FID, seeds 0 / 1 / 2 | classifier score, seeds 0 / 1 / 2 |")
+        print("|---|---|---|")
+        print("\n".join(lines))
+
+
 def seed_table(table: list[tuple[str, str, dict, Path]]) -> None:
     """Training seed 0 (the main table) beside training seed 1, for the sweeps re-run with seed=1."""
-    lines = []
-    for sweep, sweep_dir in SECOND_SEED.items():
-        second = scored(sweep_dir, "model.cell")
+    lines, means = [], {}
+    for sweep, (sweep_dir, key) in SECOND_SEED.items():
+        second = scored(sweep_dir, key)
+        if sweep == "kernel" and "4" in (depth := scored(SECOND_SEED["depth"][0], "model.depth")):
+            second["3"] = depth["4"]  # the same configuration, as in `rows`
         for name, setting, m, _ in table:
             value = setting.split("=", 1)[1]
             if name == sweep and value in second:
                 m1 = second[value][0]
+                means.setdefault(sweep, []).append([(m[k] + m1[k]) / 2 for k in ("best/val/nll", "val/fid", "val/classifier_score")])
                 lines.append(f"| {sweep} | {setting} | {m['best/val/nll']:.2f} / {m1['best/val/nll']:.2f} | "
                              + " | ".join(f"{format(m[k], f)} / {format(m1[k], f)}" for k, _, f in SCORES[:2]) + " |")
     if lines:
@@ -78,6 +101,13 @@ def seed_table(table: list[tuple[str, str, dict, Path]]) -> None:
         print("| sweep | setting | best val/nll, training seeds 0 / 1 | FID, seeds 0 / 1 | classifier score, seeds 0 / 1 |")
         print("|---|---|---|---|---|")
         print("\n".join(lines))
+        print()
+        print("| sweep (mean of the two training seeds) | settings | Spearman rho (val/nll, FID) | (val/nll, classifier score) |")
+        print("|---|---|---|---|")
+        for sweep, part in means.items():
+            nll, fid, score = zip(*part)
+            if len(part) > 1:
+                print(f"| {sweep} | {len(part)} | {spearman(nll, fid):+.2f} | {spearman(nll, score):+.2f} |")
 
 
 def samples_figure(table: list[tuple[str, str, dict, Path]], out: Path) -> None:
@@ -123,6 +153,8 @@ def main() -> None:
     print()
     print(f"Classifier test accuracy {ref['reference/classifier_test_accuracy']:.4f}; scoring took "
           f"{min(m['quality_seconds'] for *_, m, _ in table):.1f}-{max(m['quality_seconds'] for *_, m, _ in table):.1f} s per checkpoint.")
+    lab = lab_reference()
+    sampling_spread(([("lab network", "default training", *lab)] if lab else []) + table)
     seed_table(table)
     OUT.mkdir(parents=True, exist_ok=True)
     samples_figure(table + ([("lab network", "default training", *lab)] if lab else []), OUT / "samples.png")
