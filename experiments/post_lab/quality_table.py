@@ -111,9 +111,14 @@ def seed_table(table: list[tuple[str, str, dict, Path]]) -> None:
 
 
 def samples_figure(table: list[tuple[str, str, dict, Path]], out: Path) -> None:
-    """The top-left 4x4 samples of each setting's scored grid (64 samples, 8 per row, pixels 2x2)."""
-    fig = Figure(figsize=(1.6 * len(table), 2.0), layout="constrained")
-    axes = fig.subplots(1, len(table), squeeze=False)[0]
+    """The top-left 4x4 samples of each setting's scored grid (64 samples, 8 per row, pixels 2x2),
+    7 settings per row."""
+    cols = min(7, len(table))
+    rows = -(-len(table) // cols)
+    fig = Figure(figsize=(1.6 * cols, 2.0 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    for ax in axes[len(table):]:
+        ax.axis("off")
     for ax, (sweep, setting, _, png) in zip(axes, table):
         grid = matplotlib.image.imread(png)
         cell = (grid.shape[0] - 2 * 2) // 8  # make_grid: 2-pixel padding, then scaled by 2
