@@ -180,8 +180,11 @@ def test_fast_sampler_is_exact_for_row_lstm(family):
 
 @pytest.mark.parametrize("family", ["lstm-k5-cat256-rgb", "gru-k3-cat256-rgb", "lstm-k3-bernoulli"])
 def test_row_lstm_completion_agrees_with_naive(family):
-    model = tiny_row_lstm(*ROW_LSTMS[family])
-    c, size, distribution = ROW_LSTMS[family][:3]
+    assert_recurrent_completion_agrees(tiny_row_lstm(*ROW_LSTMS[family]), *ROW_LSTMS[family][:3])
+
+
+def assert_recurrent_completion_agrees(model, c: int, size: int, distribution):
+    """Given rows, a given prefix of the next row, scattered given sub-pixels and a given suffix."""
     levels = distribution.levels
     generator = torch.Generator().manual_seed(3)
     known = torch.randint(0, levels, (3, c, size, size), generator=generator) / (levels - 1)
@@ -234,17 +237,7 @@ def test_fast_sampler_is_exact_for_diagonal_bilstm(family):
 
 @pytest.mark.parametrize("family", ["lstm-bernoulli", "gru-cat256-rgb"])
 def test_diagonal_bilstm_completion_agrees_with_naive(family):
-    model = tiny_diagonal_bilstm(*DIAGONAL_BILSTMS[family])
-    c, size, distribution = DIAGONAL_BILSTMS[family][:3]
-    levels = distribution.levels
-    generator = torch.Generator().manual_seed(3)
-    known = torch.randint(0, levels, (3, c, size, size), generator=generator) / (levels - 1)
-    mask = torch.rand((3, c, size, size), generator=generator) < 0.4
-    mask[:, :, :2] = True  # given rows and a given prefix of the next: the caches start from a full pass
-    mask[:, :, 2, :3] = True
-    mask[:, :, -1, 1:] = True  # a given suffix: drawing stops before it
-    noise = torch.rand((3, c, size, size), generator=generator)
-    assert_completion_agrees(model, known, mask, noise)
+    assert_recurrent_completion_agrees(tiny_diagonal_bilstm(*DIAGONAL_BILSTMS[family]), *DIAGONAL_BILSTMS[family][:3])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
