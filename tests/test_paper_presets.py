@@ -36,7 +36,8 @@ PRESETS = {
 TWO_STEPS = [
     "trainer.max_steps=2", "trainer.max_epochs=-1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
     "trainer.num_sanity_val_steps=0", "trainer.log_every_n_steps=1", "trainer.enable_model_summary=false",
-    "callbacks.samples.num=0", "callbacks.progress_bar.refresh_rate=0", "data.batch_size=2", "data.eval_batch_size=2",
+    "callbacks.samples.num=0", "callbacks.samples.completions=0", "callbacks.progress_bar.refresh_rate=0",
+    "data.batch_size=2", "data.eval_batch_size=2",
 ]
 
 

@@ -199,7 +199,7 @@ def test_tiny_training_run_on_8bit_mnist(pp_cfg):
     """Four steps on the bundled digits as 8-bit images: the mixture's NLL is the metric."""
     from autoreg.cli import train
 
-    metrics, objects = train(pp_cfg("data=mnist256", "callbacks.samples.num=0"))  # naive grids: the CIFAR-10 test
+    metrics, objects = train(pp_cfg("data=mnist256", "callbacks.samples.num=0", "callbacks.samples.completions=0"))  # naive grids: the CIFAR-10 test
     assert isinstance(objects["module"].net, PixelCNNpp)
     assert metrics["global_step"] == 4 and math.isfinite(metrics["val/nll"]) and metrics["val/nll"] > 0
     assert metrics["val/bpd"] == pytest.approx(metrics["val/nll"] / (784 * math.log(2)), rel=1e-5)
@@ -215,7 +215,7 @@ def test_pixelcnn_pp_trains_on_cifar10_files(tmp_path, monkeypatch, offline, pp_
     from test_data import write_tiny_cifar
 
     write_tiny_cifar(tmp_path / "data", monkeypatch)
-    metrics, objects = train(pp_cfg(*cifar(tmp_path), "callbacks.samples.num=0", "test=true"))
+    metrics, objects = train(pp_cfg(*cifar(tmp_path), "callbacks.samples.num=0", "callbacks.samples.completions=0", "test=true"))
     assert objects["module"].distribution.name == "logistic_mixture" and objects["module"].image_shape == (3, 32, 32)
     for key in ("val/nll", "test/nll"):
         assert 0 < metrics[key] < 3 * 32 * 32 * math.log(256) * 2
