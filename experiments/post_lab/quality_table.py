@@ -18,15 +18,12 @@ from autoreg.analysis.report import read_jobs, spearman
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent / "quality"
-DEPTH_SWEEP = ROOT / "outputs/multirun/quality_depth_sweep"
-KERNEL_SWEEP = ROOT / "outputs/multirun/quality_kernel_sweep"
-RNN_SWEEP = ROOT / "outputs/multirun/quality_rnn_cell_sweep"  # the Row LSTM (fast sampler)
-DBILSTM_SWEEP = ROOT / "outputs/multirun/quality_dbilstm_sweep"  # the Diagonal BiLSTM
-SECOND_SEED = {  # training seed 1 (seed=1): sweep -> (its dir, the swept key)
-    "depth": (ROOT / "outputs/multirun/quality_depth_sweep_seed1", "model.depth"),
-    "kernel": (ROOT / "outputs/multirun/quality_kernel_sweep_seed1", "model.kernel"),
-    "Row LSTM": (ROOT / "outputs/multirun/quality_rnn_cell_sweep_seed1", "model.cell"),
-    "Diagonal BiLSTM": (ROOT / "outputs/multirun/quality_dbilstm_sweep_seed1", "model.cell"),
+# sweep -> (its dir under outputs/multirun for training seed 0; seed 1's adds "_seed1", the swept key)
+SWEEPS = {
+    "depth": ("quality_depth_sweep", "model.depth"),
+    "kernel": ("quality_kernel_sweep", "model.kernel"),
+    "Row LSTM": ("quality_rnn_cell_sweep", "model.cell"),
+    "Diagonal BiLSTM": ("quality_dbilstm_sweep", "model.cell"),
 }
 LAB_RUNS = ROOT / "outputs/runs"  # python train.py +experiment=lab: the lab's network after its default training
 SCORES = (("val/fid", "FID", ".1f"), ("val/classifier_score", "classifier score", ".2f"),
@@ -52,18 +49,20 @@ def lab_reference() -> tuple[dict, Path] | None:
     return None
 
 
-def rows() -> list[tuple[str, str, dict, Path]]:
-    depth = scored(DEPTH_SWEEP, "model.depth")
-    kernel = scored(KERNEL_SWEEP, "model.kernel")
-    row_lstm = scored(RNN_SWEEP, "model.cell")
-    diagonal = scored(DBILSTM_SWEEP, "model.cell")
-    if "4" in depth:  # kernel=3 at 4 blocks is the depth sweep's depth=4 job (the same configuration)
-        kernel["3"] = depth["4"]
-    sweeps = (("depth", "depth", depth), ("kernel", "kernel", kernel), ("Row LSTM", "cell", row_lstm),
-              ("Diagonal BiLSTM", "cell", diagonal))
-    return [(sweep, f"{name}={value}", *found[value])
-            for sweep, name, found in sweeps
-            for value in sorted(found, key=lambda v: (len(v), v))]  # 2 < 12; gru < lstm
+def rows(suffix: str = "") -> list[tuple[str, str, dict, Path]]:
+    """(sweep, setting, scores, samples PNG) of every scored job of the sweeps `SWEEPS` names, with
+    `suffix` on their dirs ("_seed1": training seed 1)."""
+    found = {sweep: scored(ROOT / "outputs/multirun" / f"{name}{suffix}", key) for sweep, (name, key) in SWEEPS.items()}
+    if "4" in found["depth"]:  # kernel=3 at 4 blocks is the depth sweep's depth=4 job (the same configuration)
+        found["kernel"]["3"] = found["depth"]["4"]
+    return [(sweep, f"{key.split('.')[-1]}={value}", *found[sweep][value])
+            for sweep, (_, key) in SWEEPS.items()
+            for value in sorted(found[sweep], key=lambda v: (len(v), v))]  # 2 < 12; gru < lstm
+
+
+def table_row(sweep: str, setting: str, m: dict) -> str:
+    return (f"| {sweep} | {setting} | {m['params']:,.0f} | {m['best/val/nll']:.2f} | "
+            + " | ".join(format(m[k], f) for k, _, f in SCORES) + " |")
 
 
 def sampling_spread(table: list[tuple[str, str, dict, Path]]) -> None:
@@ -85,17 +84,13 @@ def sampling_spread(table: list[tuple[str, str, dict, Path]]) -> None:
 def seed_table(table: list[tuple[str, str, dict, Path]]) -> None:
     """Training seed 0 (the main table) beside training seed 1, for the sweeps re-run with seed=1."""
     lines, means = [], {}
-    for sweep, (sweep_dir, key) in SECOND_SEED.items():
-        second = scored(sweep_dir, key)
-        if sweep == "kernel" and "4" in (depth := scored(SECOND_SEED["depth"][0], "model.depth")):
-            second["3"] = depth["4"]  # the same configuration, as in `rows`
-        for name, setting, m, _ in table:
-            value = setting.split("=", 1)[1]
-            if name == sweep and value in second:
-                m1 = second[value][0]
-                means.setdefault(sweep, []).append([(m[k] + m1[k]) / 2 for k in ("best/val/nll", "val/fid", "val/classifier_score")])
-                lines.append(f"| {sweep} | {setting} | {m['best/val/nll']:.2f} / {m1['best/val/nll']:.2f} | "
-                             + " | ".join(f"{format(m[k], f)} / {format(m1[k], f)}" for k, _, f in SCORES[:2]) + " |")
+    second = {(sweep, setting): m for sweep, setting, m, _ in rows("_seed1")}
+    for sweep, setting, m, _ in table:
+        if (sweep, setting) in second:
+            m1 = second[sweep, setting]
+            means.setdefault(sweep, []).append([(m[k] + m1[k]) / 2 for k in ("best/val/nll", "val/fid", "val/classifier_score")])
+            lines.append(f"| {sweep} | {setting} | {m['best/val/nll']:.2f} / {m1['best/val/nll']:.2f} | "
+                         + " | ".join(f"{format(m[k], f)} / {format(m1[k], f)}" for k, _, f in SCORES[:2]) + " |")
     if lines:
         print()
         print("| sweep | setting | best val/nll, training seeds 0 / 1 | FID, seeds 0 / 1 | classifier score, seeds 0 / 1 |")
@@ -137,18 +132,16 @@ def main() -> None:
     print("|---|---|---|---|" + "---|" * len(SCORES))
     print("| reference | 400 held-out digits | | | " + " | ".join(format(ref["reference/" + k.split("/")[1]], f) for k, _, f in SCORES) + " |")
     lab = lab_reference()
+    lab_rows = [("lab network", "default training", *lab)] if lab else []
     if lab:
-        m = lab[0]
-        print(f"| reference | the lab's network, default training | {m['params']:,.0f} | {m['best/val/nll']:.2f} | "
-              + " | ".join(format(m[k], f) for k, _, f in SCORES) + " |")
+        print(table_row("reference", "the lab's network, default training", lab[0]))
     for sweep, setting, m, _ in table:
-        print(f"| {sweep} | {setting} | {m['params']:,.0f} | {m['best/val/nll']:.2f} | "
-              + " | ".join(format(m[k], f) for k, _, f in SCORES) + " |")
+        print(table_row(sweep, setting, m))
     print()
     print("| sweep | settings | Spearman rho (val/nll, FID) | (val/nll, classifier score) |")
     print("|---|---|---|---|")
     distinct = {m["params"]: m for _, _, m, _ in table}  # kernel=3 is depth=4: counted once
-    for sweep, part in [*((s, [m for t, _, m, _ in table if t == s]) for s in ("depth", "kernel", "Row LSTM", "Diagonal BiLSTM")),
+    for sweep, part in [*((s, [m for t, _, m, _ in table if t == s]) for s in SWEEPS),
                         ("all distinct settings", list(distinct.values()))]:
         nll = [m["best/val/nll"] for m in part]
         if len(part) < 2:
@@ -158,11 +151,10 @@ def main() -> None:
     print()
     print(f"Classifier test accuracy {ref['reference/classifier_test_accuracy']:.4f}; scoring took "
           f"{min(m['quality_seconds'] for *_, m, _ in table):.1f}-{max(m['quality_seconds'] for *_, m, _ in table):.1f} s per checkpoint.")
-    lab = lab_reference()
-    sampling_spread(([("lab network", "default training", *lab)] if lab else []) + table)
+    sampling_spread(lab_rows + table)
     seed_table(table)
     OUT.mkdir(parents=True, exist_ok=True)
-    samples_figure(table + ([("lab network", "default training", *lab)] if lab else []), OUT / "samples.png")
+    samples_figure(table + lab_rows, OUT / "samples.png")
 
 
 if __name__ == "__main__":
