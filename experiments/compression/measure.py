@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autoreg.compression import HEADER_BYTES, compress, decompress, png_bytes, resolve_method, split_images
+from autoreg.compression import HEADER_BYTES, compress, decompress, png_bytes, split_images
 from autoreg.module import AutoregressiveModule
+from autoreg.sampling import resolve_method
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from common import Machine  # noqa: E402

@@ -61,7 +61,7 @@ from autoreg.checkpoint import RUN_IDENTITY_EXEMPT
 from autoreg.config import ConfigError, check_choice, check_int
 from autoreg.errors import CheckpointError, DataError, OutputError, UserError
 from autoreg.module import AutoregressiveModule
-from autoreg.sampling import METHODS, _stepper, has_fast_path
+from autoreg.sampling import METHODS, _stepper, resolve_method
 
 log = logging.getLogger("autoreg")
 
@@ -218,13 +218,6 @@ def _run_coder(net: nn.Module, coder, num: int, *, images: Tensor | None, labels
         bar.close()
         net.train(was_training)
     return out, out_labels, bits
-
-
-def resolve_method(net: nn.Module, method: str) -> str:
-    """`auto`: the fast cached stepper where the model has one, else the naive one."""
-    if method == "auto":
-        return "fast" if has_fast_path(net) else "naive"
-    return method
 
 
 def compress(module: AutoregressiveModule, images: Tensor, labels: Tensor | None = None, *, method: str = "auto",

@@ -293,10 +293,10 @@ class SampleGrid(pl.Callback):
         self.completions = completions
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: AutoregressiveModule) -> None:
-        from autoreg.sampling import has_fast_path
+        from autoreg.sampling import resolve_method
 
         if self.method == "auto":
-            self.method = "fast" if has_fast_path(pl_module.net) else "naive"
+            self.method = resolve_method(pl_module.net, self.method)
             log.info("sample grids: %s sampler for %s", self.method, type(pl_module.net).__name__)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: AutoregressiveModule) -> None:

@@ -204,6 +204,13 @@ def has_fast_path(model: nn.Module) -> bool:
     return True
 
 
+def resolve_method(model: nn.Module, method: str) -> str:
+    """`auto`: the fast cached sampler where the model has one, else the naive one."""
+    if method == "auto":
+        return "fast" if has_fast_path(model) else "naive"
+    return method
+
+
 def _draw(
     stepper: Stepper,
     distribution,
