@@ -25,8 +25,6 @@ tensors and numbers, loaded with `weights_only=True`.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -160,8 +158,10 @@ def train_classifier(datamodule, epochs: int = DEFAULT_EPOCHS, batch_size: int =
 
 
 def save_classifier(path: Path, classifier: FeatureClassifier, key: str, image_shape, record: dict[str, Any]) -> None:
-    """Write atomically: a reader never sees half a file, and two writers leave one whole one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (autoreg.checkpoint's writer): a reader never sees half a file, and two
+    writers leave one whole one."""
+    from autoreg.checkpoint import AtomicCheckpointIO
+
     payload = {
         "state_dict": classifier.state_dict(),
         "key": key,
@@ -170,14 +170,7 @@ def save_classifier(path: Path, classifier: FeatureClassifier, key: str, image_s
         "num_features": classifier.num_features,
         **record,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    AtomicCheckpointIO().save_checkpoint(payload, path)
 
 
 def load_classifier(path: Path | str, key: str, data: dict[str, Any]) -> tuple[FeatureClassifier, dict[str, Any]]:
