@@ -211,7 +211,7 @@ def classifier_for(datamodule, data: dict[str, Any], path: Path | str | None = N
 
 
 def train_cli(argv: list[str]) -> Path:
-    """`python -m autoreg.analysis.classifier [data=...] [data.*=...] [epochs=N] [out=FILE]`."""
+    """`python -m autoreg.analysis.classifier [data=...] [data.*=...] [epochs=N] [seed=S] [out=FILE]`."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -221,7 +221,7 @@ def train_cli(argv: list[str]) -> Path:
     own, overrides = split_own_keys(argv, ("epochs", "out"))
     bad = [a for a in overrides if not (a.startswith("data=") or a.startswith("data.") or a.startswith("seed="))]
     if bad:
-        raise ConfigError(f"{' '.join(bad)}: the classifier takes data=..., data.<key>=..., epochs=N and out=FILE only")
+        raise ConfigError(f"{' '.join(bad)}: the classifier takes data=..., data.<key>=..., epochs=N, seed=S and out=FILE only")
     try:
         epochs = int(own.get("epochs", DEFAULT_EPOCHS))
     except ValueError:
@@ -235,8 +235,7 @@ def train_cli(argv: list[str]) -> Path:
     datamodule.setup("fit")
     key = data_key(data, datamodule.source_used)
     out = Path(own.get("out") or default_path(key))
-    torch.manual_seed(0)
-    classifier, record = train_classifier(datamodule, epochs=epochs)
+    classifier, record = train_classifier(datamodule, epochs=epochs, seed=cfg.seed)
     save_classifier(out, classifier, key, datamodule.image_shape, record)
     print(f"feature classifier for {key}: test accuracy {record['test_accuracy']:.4f} ({len(datamodule.splits['test'])} images), "
           f"validation {record['val_accuracy']:.4f}; {epochs} epochs on {record['train_images']} images in {record['seconds']:.0f} s")
