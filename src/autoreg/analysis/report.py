@@ -67,6 +67,10 @@ class Job:
     def failed(self) -> bool:
         return not self.metrics
 
+    def setting(self, key: str) -> str:
+        """The job's override of `key`; '' (the config's default) where it has none."""
+        return self.overrides.get(key, "")
+
     @cached_property
     def events(self) -> dict[str, Any]:
         return read_events(self.path)
@@ -130,7 +134,7 @@ def table(jobs: list[Job]) -> str:
     lines = ["| " + " | ".join(keys + columns) + " |", "|" + "---|" * (len(keys) + len(columns))]
     for job in sort_jobs(jobs, keys):
         m = job.metrics
-        cells = [job.overrides.get(k, "") for k in keys]
+        cells = [job.setting(k) for k in keys]
         if job.failed:
             cells += ["FAILED"] + [""] * (len(columns) - 1)
         else:
@@ -207,7 +211,7 @@ def seed_table(jobs: list[Job]) -> str:
     keys = [k for k in swept_keys(jobs) if k != "seed"]
     groups: dict[tuple, list[Job]] = defaultdict(list)
     for job in sort_jobs([j for j in jobs if not j.failed], keys):
-        groups[tuple(job.overrides.get(k, "") for k in keys)].append(job)
+        groups[tuple(job.setting(k) for k in keys)].append(job)
     columns = ["seeds", "best val/nll mean", "std", "min", "max", "best val/bpd mean"]
     lines = ["| " + " | ".join(keys + columns) + " |", "|" + "---|" * (len(keys) + len(columns))]
     for values, group in groups.items():
@@ -226,7 +230,7 @@ def _short(value: str) -> str:
 
 
 def _label(job: Job, keys: list[str]) -> str:
-    return ", ".join(f"{k.split('.')[-1]}={_short(job.overrides.get(k, ''))}" for k in keys) or job.path.name
+    return ", ".join(f"{k.split('.')[-1]}={_short(job.setting(k))}" for k in keys) or job.path.name
 
 
 def plot_against_keys(jobs: list[Job], out: Path) -> Path | None:
@@ -239,20 +243,20 @@ def plot_against_keys(jobs: list[Job], out: Path) -> Path | None:
         return None
     fig = Figure(figsize=(5 * len(keys), 4), layout="constrained")
     for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
-        values = sorted({j.overrides.get(key, "") for j in done}, key=_sort_value)
+        values = sorted({j.setting(key) for j in done}, key=_sort_value)
         numeric = all(_sort_value(v)[0] == 0 for v in values)
         x_of = {v: (float(v) if numeric else i) for i, v in enumerate(values)}
         others = [k for k in keys if k != key]
         lines: dict[str, list[Job]] = defaultdict(list)
         for job in done:
             lines[_label(job, others) if others else ""].append(job)
-        if len(lines) > MAX_LINES or all(len({j.overrides.get(key, "") for j in g}) == 1 for g in lines.values()):
-            ax.scatter([x_of[j.overrides.get(key, "")] for j in done], [j.metrics["best/val/nll"] for j in done], s=14)
+        if len(lines) > MAX_LINES or all(len({j.setting(key) for j in g}) == 1 for g in lines.values()):
+            ax.scatter([x_of[j.setting(key)] for j in done], [j.metrics["best/val/nll"] for j in done], s=14)
         else:
             for name, group in sorted(lines.items()):
                 by_value: dict[str, list[float]] = defaultdict(list)
                 for job in group:
-                    by_value[job.overrides.get(key, "")].append(job.metrics["best/val/nll"])
+                    by_value[job.setting(key)].append(job.metrics["best/val/nll"])
                 xs = sorted(by_value, key=_sort_value)
                 (line,) = ax.plot([x_of[v] for v in xs], [statistics.mean(by_value[v]) for v in xs], marker="o", label=name or None)
                 for v in xs:
@@ -397,11 +401,11 @@ def plot_samples(jobs: list[Job], out: Path) -> Path | None:
     if not grids:
         return None
     others = [k for k in keys if k != "seed"]
-    settings = sorted({tuple(j.overrides.get(k, "") for k in others) for j in jobs}, key=lambda t: [_sort_value(v) for v in t])
+    settings = sorted({tuple(j.setting(k) for k in others) for j in jobs}, key=lambda t: [_sort_value(v) for v in t])
     if "seed" in keys and others and len(settings) <= MAX_COLUMNS:
-        seeds = sorted({j.overrides.get("seed", "") for j in jobs}, key=_sort_value)
+        seeds = sorted({j.setting("seed") for j in jobs}, key=_sort_value)
         ncols, nrows = len(settings), len(seeds)
-        cell = {id(j): seeds.index(j.overrides.get("seed", "")) * ncols + settings.index(tuple(j.overrides.get(k, "") for k in others)) for j, _ in grids}
+        cell = {id(j): seeds.index(j.setting("seed")) * ncols + settings.index(tuple(j.setting(k) for k in others)) for j, _ in grids}
     else:
         ncols = min(len(grids), 6)
         nrows = math.ceil(len(grids) / ncols)
