@@ -21,10 +21,8 @@ def read_events(run_dir: Path) -> dict[str, Any]:
       discrete domain)
     """
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
     from tensorboard.util import tensor_util
-
-    from tensorboard.plugins.hparams import api_pb2
 
     out: dict[str, Any] = {"scalars": {}, "steps": {}, "images": {}, "hparams": {}, "metrics": [], "columns": []}
     values, display = {}, {}

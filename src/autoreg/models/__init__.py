@@ -70,6 +70,7 @@ class Spec:
     likelihoods: tuple[str, ...] = field(default=LIKELIHOODS)
     torch_free: bool = True  # False: `check` imports the family to run
 
+
 def _family_call(tree: ast.Module) -> ast.Call | None:
     for node in tree.body:
         if (isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["FAMILY"]
