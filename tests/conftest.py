@@ -92,3 +92,4 @@ def offline(monkeypatch):
         if hasattr(cls, "mirrors"):
             monkeypatch.setattr(cls, "mirrors", ["http://127.0.0.1:9/"])
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "url", "http://127.0.0.1:9/cifar.tar.gz")
+    monkeypatch.setattr("autoreg.data.sources.BINARIZED_MNIST_URL", "http://127.0.0.1:9/")

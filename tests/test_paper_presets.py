@@ -1,6 +1,6 @@
 """The paper presets (conf/experiment/paper_*.yaml): each composes at its paper's size, names its
 published figure, passes the config check, and trains for two steps when scaled down (tiny
-CIFAR-10 files in torchvision's layout, or the bundled MNIST digits)."""
+CIFAR-10 files in torchvision's layout, or tiny binarized-MNIST .amat files)."""
 from __future__ import annotations
 
 import math
@@ -51,7 +51,7 @@ def test_preset_has_the_papers_size_and_figure(preset):
     cfg = compose_train([f"+experiment={preset}"])
     validate(cfg)
     assert {k: cfg.model[k] for k in keys} == keys
-    assert cfg.data.name == ("cifar10" if "cifar10" in preset else "mnist") and cfg.test is True
+    assert cfg.data.name == ("cifar10" if "cifar10" in preset else "binarized_mnist") and cfg.test is True
     lines = (ROOT / "conf" / "experiment" / f"{preset}.yaml").read_text().splitlines()
     header = " ".join(line.lstrip("# ") for line in lines if line.startswith("#"))
     assert f"Published: {figure}" in header and re.search(r"arXiv \d{4}\.\d{5}", header)
@@ -63,6 +63,7 @@ def test_preset_has_the_papers_size_and_figure(preset):
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_preset_trains_two_steps_scaled_down(preset, tmp_path, monkeypatch, offline):
     from autoreg.cli import train
+    from test_binarized_mnist import split_sizes, write_tiny_binarized_mnist
     from test_data import write_tiny_cifar
 
     *_, shrink = PRESETS[preset]
@@ -70,7 +71,8 @@ def test_preset_trains_two_steps_scaled_down(preset, tmp_path, monkeypatch, offl
         write_tiny_cifar(tmp_path / "data", monkeypatch)
         data = [f"data.root={tmp_path / 'data'}", "data.source=auto", "data.val_size=4"]
     else:
-        data = ["data.source=bundled"]
+        write_tiny_binarized_mnist(tmp_path)
+        data = [f"data.root={tmp_path}", split_sizes()]
     metrics, _ = train(compose_train([f"+experiment={preset}", *shrink, *data, *TWO_STEPS], tmp_path))
     assert metrics["global_step"] == 2
     assert math.isfinite(metrics["test/nll"]) and metrics["test/bpd"] > 0

@@ -56,9 +56,9 @@ def check_positive(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key}={value} is invalid: it must be a number > 0")
 
 
-DATASETS = ("mnist", "cifar10")
+DATASETS = ("mnist", "binarized_mnist", "cifar10")
 SOURCES = ("auto", "download", "bundled")
-BINARIZE = ("static", "dynamic")
+BINARIZE = ("static", "dynamic")  # of grey-level MNIST; binarized_mnist comes binarized ("fixed")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -78,13 +78,22 @@ def validate(cfg: DictConfig) -> None:
             f"data.source=bundled is only available for MNIST (data=mnist or mnist256), not data={cfg.data.name}; "
             "use data.source=auto or data.source=download"
         )
-    check_choice(cfg, "data.bits", (1, 8))
-    if cfg.data.bits == 1:
-        check_choice(cfg, "data.binarize", BINARIZE)
+    if cfg.data.dataset == "binarized_mnist":
+        if cfg.data.bits != 1 or cfg.data.get("binarize") != "fixed":
+            raise ConfigError(
+                f"data=binarized_mnist comes binarized (Larochelle & Murray 2011), but data.bits={cfg.data.bits} "
+                f"data.binarize={cfg.data.get('binarize')}; keep bits=1 binarize=fixed, or use data=mnist "
+                "data.binarize=static|dynamic (or data=mnist256) to binarize the grey-level digits yourself"
+            )
+    else:
+        check_choice(cfg, "data.bits", (1, 8))
+        if cfg.data.bits == 1:
+            check_choice(cfg, "data.binarize", BINARIZE)
     if cfg.model.get("conditional"):
         require_labels(cfg.data.get("num_classes"))
     check_int(cfg, "data.batch_size")
-    check_positive(cfg, "data.val_size")
+    if "val_size" in cfg.data:  # datasets with a validation split of their own have none
+        check_positive(cfg, "data.val_size")
     check_positive(cfg, "optim.lr")
     choose(cfg.model, family.name, family.likelihoods, cfg.data.bits)  # model.likelihood against the family and data.bits
 

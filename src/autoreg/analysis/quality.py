@@ -225,6 +225,10 @@ class SampleQuality(pl.Callback):
             log.info("sample quality: not scored, %s has no fast sampler (the naive one costs a full forward pass per "
                      "sub-pixel); set callbacks.sample_quality.method=naive to score anyway", type(pl_module.net).__name__)
             return
+        if not pl_module.hparams.data.get("num_classes"):
+            log.info("sample quality: not scored, data=%s has no labels to train the feature classifier on",
+                     pl_module.hparams.data.get("name"))
+            return
         datamodule.setup("fit")
         num = self._num(datamodule)
         if num == 0:

