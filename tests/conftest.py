@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ register_resolvers()  # as train.py does before Hydra composes
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Sample quality on, at its smallest num; its classifiers cached for the session (trained on first
+# use, as for users) outside the repo's outputs/. Runs with the callback exactly as shipped:
+# test_train (one process) and test_ddp.
+QUALITY_FAST = ["callbacks.sample_quality.num=2", "callbacks.sample_quality.classifier_dir=${oc.env:AUTOREG_TEST_CLASSIFIERS}"]
+
 TINY = [
     "model.channels=8",
     "model.depth=1",
@@ -32,7 +38,7 @@ TINY = [
     "trainer.enable_model_summary=false",
     "callbacks.samples.num=4",
     "callbacks.progress_bar.refresh_rate=0",
-    "callbacks.sample_quality.num=0",  # its classifier and 400 samples: tests/test_quality.py
+    *QUALITY_FAST,
 ]
 
 
@@ -52,6 +58,14 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_classifiers(tmp_path_factory):
+    """The session's feature-classifier dir (QUALITY_FAST), also for train.py run as a subprocess."""
+    path = tmp_path_factory.mktemp("classifiers")
+    os.environ["AUTOREG_TEST_CLASSIFIERS"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ class Fault(pl.Callback):
     """At the end of training step `step` (global step after the optimizer step), do `action`:
     - kill / term / usr2: send SIGKILL / SIGTERM / SIGUSR2 to this process (rank `rank` only);
     - poison: make the next batch's pixels NaN, so the loss of step `step` + 1 is NaN;
-    - inf_grad: make a gradient of step `step` + 1 infinite (its loss stays finite)."""
+    - inf_grad: make a gradient of step `step` + 1 infinite (its loss stays finite);
+    - stall: stop making progress (sleep until killed), as a process stuck in a driver or a deadlock."""
 
     def __init__(self, step: int, action: str = "kill", rank: int = 0):
         self.step, self.action, self.rank = step, action, rank
@@ -25,6 +26,9 @@ class Fault(pl.Callback):
         if self.action in ("poison", "inf_grad"):
             self._poison = True
             return
+        if self.action == "stall":
+            while True:
+                time.sleep(1)
         sig = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "usr2": signal.SIGUSR2}[self.action]
         os.kill(os.getpid(), sig)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import torch
 from autoreg.build import build_datamodule
 from autoreg.module import AutoregressiveModule
 
-from conftest import ROOT, compose_train, write_tiny_mnist
+from conftest import ROOT, compose_train, torch_threads, write_tiny_mnist
 
 
 def test_ddp_on_cpu_shards_data_and_val_nll_equals_single_process_eval(tmp_path):
@@ -98,3 +99,62 @@ def test_ddp_nonfinite_loss_on_one_process_stops_every_process_with_one_line(tmp
     assert errors and all("training diverged" in e and "at step 3 (epoch 0, batch 3)" in e for e in errors), proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+
+def run_bounded(args: list[str], cwd, timeout: int, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python train.py *args` with every process it starts killed after `timeout` s: a hang fails
+    the test instead of holding the suite (Lightning's DDP children outlive a killed parent)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "tests"), **(env_extra or {})}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"train.py {' '.join(args)} did not finish in {timeout} s (a hang); its log ends:\n{(stdout + stderr)[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_ddp_with_the_default_callbacks_scores_sample_quality_as_one_process_would(tmp_path):
+    """The callbacks exactly as shipped (grids, completions, receptive field, sample quality with
+    its classifier trained on first use), on data large enough to be scored (450 validation and
+    500 test images)."""
+    from autoreg.analysis.classifier import load_classifier
+    from autoreg.analysis.quality import QualityReference
+
+    root, run = tmp_path / "data", tmp_path / "run"
+    write_tiny_mnist(root, n_train=450 + 40, n_test=500)
+    data = [f"data.root={root}", "data.source=auto", "data.val_size=450", "data.batch_size=8"]
+    proc = run_bounded(["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "model.channels=8", "model.depth=1",
+                        *data, "trainer.max_steps=2", f"hydra.run.dir={run}"], tmp_path, timeout=240)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    log = proc.stdout + proc.stderr
+    assert log.count("training one into") == 1  # one process trains the classifier, once
+    (classifier_file,) = (tmp_path / "outputs" / "classifiers").glob("*.pt")
+    metrics = json.loads((run / "metrics.json").read_text())
+
+    module = AutoregressiveModule.from_checkpoint(str(run / "checkpoints" / "last.ckpt"))
+    datamodule = build_datamodule(compose_train(data).data)
+    datamodule.setup("fit")
+    classifier, _ = load_classifier(classifier_file, classifier_file.stem, dict(module.hparams.data))
+    with torch_threads(1):
+        scores, _ = QualityReference(classifier, datamodule, 400).score_model(module.net.eval(), "fast", seed=0)
+    assert set(scores) == {"fid", "classifier_score", "memorisation", "nn_distance"}
+    for key, value in scores.items():  # the same samples and scores; metrics.json holds them as float32
+        assert metrics[f"val/{key}"] == pytest.approx(value, rel=1e-6), key
+
+
+def test_ddp_process_that_stops_making_progress_fails_every_process_in_one_line(tmp_path):
+    root = tmp_path / "data"
+    write_tiny_mnist(root, n_train=53, n_test=10)
+    proc = run_bounded(["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu", "model.channels=8", "model.depth=1",
+                        f"data.root={root}", "data.source=auto", "data.val_size=11", "data.batch_size=4",
+                        "trainer.max_epochs=2", "trainer.strategy.timeout.seconds=15", "callbacks.progress_bar.refresh_rate=0",
+                        "+callbacks.fault._target_=faults.Fault", "+callbacks.fault.step=3", "+callbacks.fault.action=stall",
+                        "+callbacks.fault.rank=1", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, timeout=240)
+    assert proc.returncode == 1, (proc.stdout + proc.stderr)[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert errors and all("waited more than 0:00:15" in e and "trainer.strategy.timeout" in e for e in errors), proc.stderr[-3000:]
+    assert any("during training, at step 3" in e for e in errors), errors
+    assert "Traceback" not in proc.stderr

@@ -15,7 +15,7 @@ from hydra import compose, initialize
 from autoreg.analysis.report import write_report
 from autoreg.config import validate
 
-from conftest import ROOT
+from conftest import QUALITY_FAST, ROOT
 
 PRESETS = {
     "depth_sweep": {"model.depth": ["2", "4", "8", "12"]},
@@ -38,7 +38,7 @@ TINY_SWEEP = [
     "trainer.enable_model_summary=false",
     "callbacks.samples.num=4",
     "callbacks.progress_bar.refresh_rate=0",
-    "callbacks.sample_quality.num=0",  # its classifier and 400 samples: tests/test_quality.py
+    *QUALITY_FAST,
 ]
 
 

@@ -12,12 +12,15 @@ from PIL import Image
 
 from autoreg.cli import train
 
-from conftest import ROOT, TINY, read_events
+from conftest import QUALITY_FAST, ROOT, TINY, compose_train, read_events
 
 
-def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path, caplog):
+def test_tiny_run_logs_checkpoints_and_learns(tmp_path, caplog, monkeypatch):
+    """Every default callback as shipped (sample quality: 400 samples, its classifier trained on first use)."""
     caplog.set_level(logging.INFO)
-    cfg = tiny_cfg("trainer.limit_train_batches=12", "optim.lr=3e-3", "test=true")
+    monkeypatch.chdir(tmp_path)  # the classifier's default dir: outputs/classifiers
+    shipped = [o for o in TINY if o not in QUALITY_FAST]
+    cfg = compose_train(shipped + ["trainer.limit_train_batches=12", "optim.lr=3e-3", "test=true"], tmp_path)
     metrics, objects = train(cfg)
     assert "Seed set to 0" in caplog.text and "litlogger" not in caplog.text  # Lightning's info, not its advert
     assert "GPU available: False" not in caplog.text and "was configured so 100%" not in caplog.text  # nor its noise
@@ -36,6 +39,7 @@ def test_tiny_run_logs_checkpoints_and_learns(tiny_cfg, tmp_path, caplog):
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert abs(metrics["val/nll"] - events["scalars"]["val/nll"][-1]) < 1e-3
     written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written["val/fid"] > 0 and written["reference/fid"] > 0 and "training one into outputs/classifiers" in caplog.text
     # metrics.json keeps the exact float64 mean; TensorBoard stores float32
     assert written["global_step"] == 12 and abs(written["best/val/nll"] - min(events["scalars"]["val/nll"])) < 1e-3
     assert written["test/nll"] == metrics["test/nll"] and written["params"] > 0

@@ -22,9 +22,11 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from autoreg.build import build
+from autoreg.callbacks import weight_averaging
 from autoreg.checkpoint import RunCheckpoint, prepare_resume
 from autoreg.compat import relaunches_command
 from autoreg.config import ConfigError, check_int, resolve_trainer, validate
+from autoreg.distributed import StallGuard, run_before_launch
 from autoreg.errors import UserError, exit_with_one_line
 from autoreg.hparams import count_parameters, flat_hparams, log_config_text, log_hparams, swept_keys
 from autoreg.log_filters import install_log_filters
@@ -48,7 +50,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     pl.seed_everything(cfg.seed, workers=True)
     module, datamodule = build(cfg)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    guard = StallGuard()
+    # the weight average first: its hooks must run before the others' (autoreg.callbacks)
+    callbacks = weight_averaging(cfg.optim) + [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [guard]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     check_launch(cfg, trainer)
     for callback in callbacks:
@@ -62,12 +66,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log_hparams(logger, params, swept=swept_keys(params), trial=trial_name(output_dir))
         log_config_text(logger, cfg)
 
+    run_before_launch(trainer, module, datamodule)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     except SIGTERMException:
         stop_after_signal(trainer, output_dir)
         raise
+    except RuntimeError as err:  # a process-group timeout (torch raises RuntimeError or its DistError)
+        guard.raise_one_line(trainer, err)
     written = output_dir / "metrics.json"
     if in_place and trainer.global_step == resumed_at and written.is_file():  # it had already finished
         log.info("the run in %s had already finished; its metrics.json stays as it was", output_dir)
@@ -79,7 +86,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         metrics["best/val/nll"] = float(checkpoint.best_model_score)
     if cfg.get("test"):
         best = (checkpoint.best_model_path if checkpoint else "") or None
-        trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        try:
+            trainer.test(module, datamodule=datamodule, ckpt_path=best, weights_only=True)
+        except RuntimeError as err:
+            guard.raise_one_line(trainer, err)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     metrics.update(params=count_parameters(module), global_step=trainer.global_step, epochs=trainer.current_epoch)
     if trainer.is_global_zero:
@@ -100,7 +110,7 @@ def check_launch(cfg: DictConfig, trainer: pl.Trainer) -> None:
     multirun each would start the whole sweep again."""
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN and relaunches_command(trainer):
         raise ConfigError(
-            f"trainer.strategy={cfg.trainer.strategy} starts its processes by re-running the command, which a local sweep (-m) "
+            f"trainer.strategy={type(trainer.strategy).__name__} starts its processes by re-running the command, which a local sweep (-m) "
             "cannot do: run each job on its own, or sweep through the submitit launcher with hydra.launcher.tasks_per_node "
             "set to trainer.devices (SLURM then starts the processes)"
         )

@@ -49,6 +49,22 @@ def relaunches_command(trainer: pl.Trainer) -> bool:
     )
 
 
+def kill_child_processes(trainer: pl.Trainer) -> None:
+    """SIGKILL the processes Lightning's launcher started by re-running the command (its private
+    `_SubprocessScriptLauncher.procs`); a no-op elsewhere."""
+    import signal
+
+    from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    if isinstance(trainer.strategy.launcher, _SubprocessScriptLauncher):
+        trainer.strategy.launcher.kill(signal.SIGKILL)
+
+
+def process_group_timeout(trainer: pl.Trainer):
+    """The DDP strategy's process-group timeout (private `DDPStrategy._timeout`), a timedelta."""
+    return trainer.strategy._timeout
+
+
 class ResumableModelCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that a resumed run may point at its own, non-empty checkpoint dir.
 

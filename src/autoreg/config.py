@@ -95,6 +95,9 @@ def validate(cfg: DictConfig) -> None:
     if "val_size" in cfg.data:  # datasets with a validation split of their own have none
         check_positive(cfg, "data.val_size")
     check_positive(cfg, "optim.lr")
+    decay = cfg.optim.get("ema_decay")
+    if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1):
+        raise ConfigError(f"optim.ema_decay={decay} is invalid: it must be a number in (0, 1), e.g. 0.9995, or null (off)")
     choose(cfg.model, family.name, family.likelihoods, cfg.data.bits)  # model.likelihood against the family and data.bits
 
 

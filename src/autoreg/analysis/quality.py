@@ -69,7 +69,8 @@ def frechet_distance(classifier: nn.Module, real: Tensor, fake: Tensor, batch_si
     space (torchmetrics' FID with a custom feature network; statistics in float64)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    metric = FrechetInceptionDistance(feature=FeatureLayer(classifier))  # its sums and covariances are float64
+    # its sums and covariances are float64; no sync: one process scores alone (SampleQuality)
+    metric = FrechetInceptionDistance(feature=FeatureLayer(classifier), sync_on_compute=False)
     metric.to(real.device)
     for start in range(0, len(real), batch_size):
         metric.update(real[start : start + batch_size], real=True)
@@ -86,7 +87,7 @@ def classifier_score(classifier: nn.Module, images: Tensor) -> float:
     # its warnings: "will save all extracted features" (a few hundred x 10 here) and the std of one split
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):  # fork: its (here irrelevant) shuffle
         warnings.simplefilter("ignore", UserWarning)
-        metric = InceptionScore(feature=classifier, splits=1).to(images.device)
+        metric = InceptionScore(feature=classifier, splits=1, sync_on_compute=False).to(images.device)
         metric.update(images)
         mean, _ = metric.compute()
     return float(mean)
@@ -205,6 +206,7 @@ class SampleQuality(pl.Callback):
         self.extra: dict[str, float] = {}
         self.scored_at: int | None = None
         self.last: dict[str, float] = {}
+        self.prepared = False
 
     def _num(self, datamodule) -> int:
         if self.num != "auto":
@@ -216,9 +218,14 @@ class SampleQuality(pl.Callback):
             return 0
         return DEFAULT_NUM
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
-        datamodule = trainer.datamodule
-        if not trainer.is_global_zero or self.num == 0 or datamodule is None:
+    def before_launch(self, trainer: pl.Trainer, pl_module, datamodule) -> None:
+        """The classifier (trained on first use) and the reference scores, on global rank 0 before
+        a DDP run starts its other processes (autoreg.distributed), so none of them waits at a
+        collective while this one trains it. Every score is computed by this process alone, with
+        no cross-process sync: the samples are one fixed-seed set, so the scores are exactly the
+        single-process ones."""
+        self.prepared = True
+        if self.num == 0 or datamodule is None:
             return
         method = resolve_method(self.method, pl_module.net)
         if method is None:
@@ -236,10 +243,18 @@ class SampleQuality(pl.Callback):
         self.method = method
         classifier, record, path = classifier_for(datamodule, dict(pl_module.hparams.data), self.classifier_path,
                                                   self.classifier_dir, self.train_classifier)
-        self.reference = QualityReference(classifier, datamodule, num).to(pl_module.device)
+        self.reference = QualityReference(classifier, datamodule, num)
         self.extra = {**tagged(self.reference.reference, "reference"), "reference/classifier_test_accuracy": record["test_accuracy"]}
         log.info("sample quality: %d %s samples at the end of training%s; classifier %s (test accuracy %.4f)",
                  num, method, " and every validation" if self.every_validation else "", path, record["test_accuracy"])
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        if not self.prepared:  # a Trainer used without autoreg.cli.train
+            self.before_launch(trainer, pl_module, trainer.datamodule)
+        if self.reference is not None:
+            self.reference.to(pl_module.device)
 
     def _score(self, trainer: pl.Trainer, pl_module) -> None:
         step = trainer.global_step
