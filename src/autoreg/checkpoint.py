@@ -48,12 +48,17 @@ def _first_line(err: BaseException) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", key: str = "ckpt", training_state: bool = False) -> dict[str, Any]:
-    """An autoreg checkpoint as a dict, loaded with `weights_only=True`. `key` names the config
-    key that pointed at it (for the message); `training_state` also requires what resuming needs."""
+    """An autoreg checkpoint (or a shipped model, by name: autoreg.pretrained) as a dict, loaded with
+    `weights_only=True`. `key` names the config key that pointed at it (for the message);
+    `training_state` also requires what resuming needs."""
+    from autoreg import pretrained
+
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(pretrained.resolve(path), map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{key}={path} does not exist; pass the path of a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt)") from None
+        shipped = ", ".join(pretrained.manifest()) or "none"
+        raise CheckpointError(f"{key}={path} does not exist; pass the path of a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt) "
+                              f"or the name of a shipped model ({shipped})") from None
     except IsADirectoryError:
         raise CheckpointError(f"{key}={path} is a directory; pass a .ckpt file inside it (e.g. checkpoints/last.ckpt)") from None
     except Exception as err:  # truncated zip, random bytes, refused pickle: torch raises many types
@@ -66,6 +71,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", key: str
                 "Use only checkpoints written by autoreg"
             ) from None
         raise CheckpointError(f"{key}={path} cannot be loaded: it is truncated or not a PyTorch checkpoint ({_first_line(err)})") from None
+    if isinstance(ckpt, dict) and ckpt.get("autoreg_format", pretrained.FORMAT) != pretrained.FORMAT:
+        raise CheckpointError(f"{key}={path} is a shipped model of format {ckpt['autoreg_format']!r}, and this autoreg reads format "
+                              f"{pretrained.FORMAT}; use the autoreg release it came with, or export it again")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(f"{key}={path} is not an autoreg training checkpoint (no state_dict/hyper_parameters): a bare weights file or another program's")
     if training_state and any(k not in ckpt for k in TRAINING_STATE_KEYS):

@@ -352,9 +352,10 @@ def input_paths(spec: str) -> list[Path]:
     return [path]
 
 
-def split_images(module: AutoregressiveModule, split: str, num: int | None) -> tuple[Tensor, Tensor]:
-    """The first `num` images (all: None) of a split of the checkpoint's own dataset, as levels."""
-    datamodule = build_datamodule(module.hparams.data)
+def split_images(module: AutoregressiveModule, split: str, num: int | None, root: str | None = None) -> tuple[Tensor, Tensor]:
+    """The first `num` images (all: None) of a split of the checkpoint's own dataset (under `root`,
+    default its own data.root), as levels."""
+    datamodule = build_datamodule({**module.hparams.data, **({"root": root} if root else {})})
     datamodule.setup("test")
     data = datamodule.splits[split]
     count = len(data) if num is None else min(num, len(data))
@@ -390,7 +391,7 @@ def compress_task(cfg: DictConfig) -> Path:
             check_int(cfg, "num")
         if cfg.label is not None:
             raise ConfigError("label= is for input= PNGs; images of split= keep their own labels")
-        images, labels = split_images(module, cfg.split, cfg.num)
+        images, labels = split_images(module, cfg.split, cfg.num, cfg.get("data_root"))
         what = f"{cfg.split} split"
     else:
         if cfg.label is not None and not net.num_classes:
