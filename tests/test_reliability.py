@@ -246,6 +246,11 @@ def test_truncated_and_foreign_checkpoints_are_one_line(uninterrupted, tmp_path)
         assert f"ckpt_path={path} {expected}" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
         AutoregressiveModule.from_checkpoint(str(truncated))  # sample.py's loader
+    text = tmp_path / "README.md"
+    text.write_text("# not a checkpoint\n")
+    with pytest.raises(CheckpointError, match=f"ckpt={text} is not a checkpoint at all") as err:
+        AutoregressiveModule.from_checkpoint(str(text))  # not told that it "could run code"
+    assert "\n" not in str(err.value)
 
 
 def test_truncated_dataset_file_is_one_line_naming_it(tmp_path):

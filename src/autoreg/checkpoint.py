@@ -53,8 +53,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", key: str
     `training_state` also requires what resuming needs."""
     from autoreg import pretrained
 
+    path = pretrained.resolve(path)
     try:
-        ckpt = torch.load(pretrained.resolve(path), map_location=map_location, weights_only=True)
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        head = b""  # missing or a directory: torch.load says which below
+    if head and not head.startswith((b"PK\x03\x04", b"\x80")):  # neither a zip (torch.save) nor a pickle
+        raise CheckpointError(f"{key}={path} is not a checkpoint at all (it starts with {head!r}, not as a PyTorch file does); "
+                              "pass a .ckpt file written by autoreg (e.g. <run dir>/checkpoints/best.ckpt)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         shipped = ", ".join(pretrained.manifest()) or "none"
         raise CheckpointError(f"{key}={path} does not exist; pass the path of a .ckpt file (e.g. <run dir>/checkpoints/last.ckpt) "
