@@ -74,6 +74,18 @@ def test_relaunches_command_only_for_script_launched_ddp(tmp_path):
     assert compat.relaunches_command(trainer(tmp_path, strategy="ddp", devices=2))
 
 
+def test_process_group_timeout_and_kill_child_processes(tmp_path):
+    from datetime import timedelta
+
+    from pytorch_lightning.strategies import DDPStrategy
+
+    ddp = trainer(tmp_path, strategy=DDPStrategy(timeout=timedelta(seconds=15)), devices=2)
+    assert compat.process_group_timeout(ddp) == timedelta(seconds=15)
+    assert ddp.strategy.launcher.procs == []  # no child started yet: killing them is a no-op
+    compat.kill_child_processes(ddp)
+    compat.kill_child_processes(trainer(tmp_path))  # no launcher that starts children
+
+
 def test_resumable_checkpoint_skips_the_non_empty_dir_warning(tmp_path, recwarn):
     (tmp_path / "old.ckpt").write_bytes(b"")
     for resuming in (False, True):

@@ -71,12 +71,13 @@ def test_nll(run_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--evaluate", action="store_true", help="compute the test NLL of each run's best.ckpt")
+    parser.add_argument("--evaluate", action="store_true", help="compute the test NLL of each run's best.ckpt (else: the last one computed)")
     args = parser.parse_args()
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch
 
     from autoreg.analysis.events import read_events
 
@@ -91,14 +92,13 @@ def main() -> None:
         steps, vals = events["steps"].get("val/nll", []), events["scalars"].get("val/nll", [])
         hours = cpu_hours_at(own, steps)
         ax.plot(hours, vals, marker=".", label=name)
-        import torch
-
         last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
         hp = last["hyper_parameters"]
         batch = hp["data"]["batch_size"]
         params = sum(v.numel() for v in last["state_dict"].values())
         finished = (run_dir / "metrics.json").is_file()
-        test = test_nll(run_dir) if args.evaluate else {}
+        cached = run_dir / "test_nll.json"  # the last evaluation, at the step it names
+        test = test_nll(run_dir) if args.evaluate else json.loads(cached.read_text()) if cached.is_file() else {}
         shown = f"{test['evaluated']:.2f}" if "evaluated" in test else "not evaluated"
         if "trained" in test:
             shown += f" (trained weights: {test['trained']:.2f})"

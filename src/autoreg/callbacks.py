@@ -17,7 +17,7 @@ from pytorch_lightning.trainer.states import TrainerFn
 
 
 class EvaluationEMA(EMAWeightAveraging):
-    """Lightning's EMA callback with two changes (NOTE):
+    """Lightning's EMA callback with three changes (NOTE):
     - the trained weights come back at `on_validation_end`, not at the validation epoch's end, so
       that every callback's `on_validation_epoch_end` (the sample grids) sees the average; it
       must come first in the callback list, so that its `on_train_end` (the average becomes the

@@ -34,17 +34,12 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from autoreg.compat import ResumableModelCheckpoint, checkpoint_logged_step, request_stop
 from autoreg.config import ConfigError
-from autoreg.errors import CheckpointError, OutputError
+from autoreg.errors import CheckpointError, OutputError, first_line
 from autoreg.run_dirs import LAST, run_dir_checkpoint
 
 log = logging.getLogger(__name__)
 
 TRAINING_STATE_KEYS = ("state_dict", "hyper_parameters", "optimizer_states", "loops", "global_step", "epoch")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", key: str = "ckpt", training_state: bool = False) -> dict[str, Any]:
@@ -79,7 +74,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", key: str
                 f"{key}={path} holds pickled objects that could run code{what}; refused (loaded with weights_only=True). "
                 "Use only checkpoints written by autoreg"
             ) from None
-        raise CheckpointError(f"{key}={path} cannot be loaded: it is truncated or not a PyTorch checkpoint ({_first_line(err)})") from None
+        raise CheckpointError(f"{key}={path} cannot be loaded: it is truncated or not a PyTorch checkpoint ({first_line(err)})") from None
     if isinstance(ckpt, dict) and ckpt.get("autoreg_format", pretrained.FORMAT) != pretrained.FORMAT:
         raise CheckpointError(f"{key}={path} is a shipped model of format {ckpt['autoreg_format']!r}, and this autoreg reads format "
                               f"{pretrained.FORMAT}; use the autoreg release it came with, or export it again")

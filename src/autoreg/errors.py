@@ -27,6 +27,12 @@ class TrainingDivergedError(UserError):
     """Training produced a non-finite loss or gradient; the last good checkpoint is kept."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), for one-line errors."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def exit_with_one_line(err: UserError) -> None:
     """`error: <message>` on stderr and exit status 1; with HYDRA_FULL_ERROR=1 the error goes on
     up instead, for its traceback."""

@@ -22,7 +22,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from autoreg.errors import DataError
+from autoreg.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,7 @@ def _torchvision(dataset: str, root: str, download: bool) -> Splits:
         except RuntimeError as err:  # torchvision's "Dataset not found"
             raise FileNotFoundError(str(err)) from err
         except (AssertionError, ValueError, TypeError) as err:  # files of another kind under the right names
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise DataError(f"the {dataset} files under {root!r} cannot be read as {dataset} ({reason}); delete or replace them") from err
+            raise DataError(f"the {dataset} files under {root!r} cannot be read as {dataset} ({first_line(err)}); delete or replace them") from err
         images = torch.as_tensor(np.asarray(ds.data))
         images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # CIFAR is NHWC
         parts += [images.contiguous(), torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)]
@@ -156,10 +155,9 @@ def load_splits(dataset: str, root: str, source: str, split_sizes: dict[str, int
     try:
         return _torchvision(dataset, root, download=True)
     except Exception as err:  # offline, mirror down, disk full: all mean "not available"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if source == "download" or dataset != "mnist":
             raise DataError(
-                f"data.source={source}: could not find or download {dataset} under {root!r} ({reason}); "
+                f"data.source={source}: could not find or download {dataset} under {root!r} ({first_line(err)}); "
                 f"put the files there, connect to the internet"
                 + (", or use data.source=bundled for the offline MNIST subset" if dataset == "mnist" else "")
             ) from err
@@ -255,10 +253,9 @@ def load_binarized_mnist(root: str, source: str, split_sizes: dict[str, int] | N
                 download_url(BINARIZED_MNIST_URL + name, root, name, md5=BINARIZED_MNIST_MD5[split])
                 paths[split] = os.path.join(root, name)
         except Exception as err:  # offline, server down, disk full: all mean "not available"
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise DataError(
-                f"data=binarized_mnist: binarized_mnist_{missing[0]}.amat is not under data.root={root!r} and could not be "
-                f"downloaded from {BINARIZED_MNIST_URL} ({reason}); copy binarized_mnist_{{train,valid,test}}.amat(.gz) "
+                raise DataError(
+                f"data=binarized_mnist: binarized_mnist_{split}.amat is not under data.root={root!r} and could not be "
+                f"downloaded from {BINARIZED_MNIST_URL} ({first_line(err)}); copy binarized_mnist_{{train,valid,test}}.amat(.gz) "
                 "there or point data.root at them"
             ) from err
     train, val, test = (read_amat(paths[split], sizes.get(split)) for split in BINARIZED_MNIST_SPLITS)
