@@ -19,12 +19,15 @@ class Spy(nn.Module):
         super().__init__()
         self.linear = nn.Linear(3, 2)
         self.calls = []
+        self.meet = None  # a threading.Barrier the chunks wait at: only chunks run at once pass it
 
     def forward(self, x):
         return in_cpu_chunks(self, self.chunk, x, chunk=2)
 
     def chunk(self, x):
         self.calls.append((threading.get_ident(), torch.get_num_threads(), len(x), torch.is_autocast_enabled("cpu")))
+        if self.meet is not None:
+            self.meet.wait()
         return torch.tanh(self.linear(x)).cumsum(0)[-1:].expand(len(x), -1) * x[:, :2]  # mixes images
 
 
@@ -41,8 +44,12 @@ def reference(spy, x, sizes):
 def test_chunks_run_in_two_threads_of_one_torch_thread_each(two_threads):
     torch.manual_seed(0)
     spy, x = Spy(), torch.randn(7, 3)
+    # Two chunks must run at the same time to pass the barrier (one thread alone would time out,
+    # breaking it); which pool thread takes which chunk is the scheduler's choice.
+    spy.meet = threading.Barrier(2, timeout=60)
     out = spy(x)
-    assert [n for _, _, n, _ in spy.calls] == [2, 2, 2, 1]  # equal chunks, as many as threads x k
+    spy.meet = None
+    assert sorted(n for _, _, n, _ in spy.calls) == [1, 2, 2, 2]  # equal chunks, as many as threads x k
     assert {threads for _, threads, _, _ in spy.calls} == {1}
     assert len({ident for ident, _, _, _ in spy.calls}) == 2 and threading.get_ident() not in {c[0] for c in spy.calls}
     assert torch.get_num_threads() == 2  # the caller's own count is untouched
