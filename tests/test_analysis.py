@@ -14,7 +14,7 @@ from autoreg.analysis.receptive_field import context_counts, gradient_map, main,
 from autoreg.analysis.report import write_report
 from autoreg.cli import train
 from autoreg.distributions import distribution_for
-from autoreg.models import build_model
+from autoreg.families import build_model
 
 from conftest import read_events
 

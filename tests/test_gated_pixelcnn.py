@@ -3,24 +3,23 @@ conditioning, config checks, and a tiny training run."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from autoreg.analysis.receptive_field import context_counts, gradient_map
-from autoreg.config import ConfigError
+from autoreg.config import ConfigError, validate
 from autoreg.distributions import Bernoulli, Categorical
-from autoreg.models import build_model, family
-from autoreg.models.gated_pixelcnn import GatedPixelCNN, check
+from autoreg.families import build_model, family
+from autoreg.families.gated_pixelcnn import GatedPixelCNNKeys
+from autoreg.families.pixelcnn import PixelCNNKeys
+from autoreg.models.gated_pixelcnn import GatedPixelCNN
 from autoreg.models.pixelcnn import PixelCNN
 from autoreg.sampling import has_fast_path, sample
 
 from conftest import compose_train
 
-ROOT = Path(__file__).resolve().parents[1]
 REPEATS = 2  # random images per probed output
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,9 +30,8 @@ def tiny(shape, depth=2, kernel=3, channels=None, num_classes=None):
     conditional, random label biases (they start at zero)."""
     torch.manual_seed(0)
     distribution = Bernoulli() if shape[0] == 1 else Categorical(256)
-    model = GatedPixelCNN(
-        shape, distribution, channels=channels or 4 * shape[0], depth=depth, kernel=kernel, num_classes=num_classes
-    )
+    keys = GatedPixelCNNKeys(channels=channels or 4 * shape[0], depth=depth, kernel=kernel)
+    model = GatedPixelCNN(shape, distribution, keys, num_classes=num_classes)
     with torch.no_grad():
         model.head[-1].weight.mul_(8)
         if num_classes:
@@ -107,7 +105,7 @@ def test_no_blind_spot(depth, kernel):
     assert counts.reached == (r + 1) * (2 * r + 1) + r and counts.later == 0
     for blocks in (depth - 1, depth):  # as many k x k layers as the gated model; one more
         torch.manual_seed(0)
-        pixelcnn = PixelCNN((1, 24, 24), Bernoulli(), channels=8, depth=blocks, kernel=kernel, first_kernel=kernel)
+        pixelcnn = PixelCNN((1, 24, 24), Bernoulli(), PixelCNNKeys(channels=8, depth=blocks, kernel=kernel, first_kernel=kernel))
         field = gradient_map(pixelcnn, images, pixel)
         assert field[i - 1, j + r] == 0 and gated[i - 1, j + r] > 0  # up and right: only the gated one
         radius = (blocks + 1) * (kernel // 2)  # the PixelCNN's rows above; the gated one reaches r + 1
@@ -194,7 +192,7 @@ def test_label_changes_the_output_and_later_pixels_do_not():
 
 
 def test_family_is_found_and_built_from_the_config():
-    assert family("gated_pixelcnn").model is GatedPixelCNN
+    assert family("gated_pixelcnn").network() is GatedPixelCNN
     cfg = compose_train(["model=gated_pixelcnn"])
     assert cfg.model.name == "gated_pixelcnn" and cfg.model.conditional is False
     model = build_model(cfg.model, (1, 28, 28), Bernoulli())
@@ -209,7 +207,7 @@ def test_family_is_found_and_built_from_the_config():
 @pytest.mark.parametrize("shape,head", [((1, 8, 6), Bernoulli()), ((3, 5, 7), Categorical(256))])
 @pytest.mark.parametrize("depth", [1, 3])
 def test_forward_shapes_nll_and_every_parameter_learns(shape, head, depth):
-    model = GatedPixelCNN(shape, head, channels=6, depth=depth, kernel=3, num_classes=3)
+    model = GatedPixelCNN(shape, head, GatedPixelCNNKeys(channels=6, depth=depth, kernel=3), num_classes=3)
     x = (torch.rand(2, *shape) * (head.levels - 1)).round() / (head.levels - 1)
     params = model(x, torch.tensor([0, 2]))
     assert params.shape == (2, shape[0] * head.params_per_channel, *shape[1:])
@@ -219,10 +217,9 @@ def test_forward_shapes_nll_and_every_parameter_learns(shape, head, depth):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-def yaml_keys(**overrides):
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / "gated_pixelcnn.yaml")
-    keys = {k: v for k, v in OmegaConf.to_container(cfg).items() if k not in ("name", "compile", "conditional")}
-    return {**keys, **overrides}
+def check(**keys):
+    """The declaration's check of the default keys with `keys` changed, for MNIST and a Bernoulli head."""
+    GatedPixelCNNKeys(**keys).check((1, 28, 28), "bernoulli")
 
 
 @pytest.mark.parametrize(
@@ -240,20 +237,22 @@ def yaml_keys(**overrides):
 )
 def test_config_errors_are_one_line(overrides, named):
     with pytest.raises(ConfigError) as err:
-        check(yaml_keys(**overrides))
+        check(**overrides)
     assert named in str(err.value) and "\n" not in str(err.value)
 
 
 def test_config_accepts_the_defaults_and_other_sizes():
-    check(yaml_keys())
-    check(yaml_keys(kernel=3, depth=1, channels=1, head_layers=1))
+    check()
+    check(kernel=3, depth=1, channels=1, head_layers=1)
 
 
 def test_channels_must_split_into_colour_groups():
-    with pytest.raises(ValueError) as err:
-        GatedPixelCNN((3, 8, 8), Categorical(256), channels=32)
+    with pytest.raises(ConfigError) as err:
+        build_model({"name": "gated_pixelcnn", "channels": 32}, (3, 8, 8), Categorical(256))
     assert "model.channels=32" in str(err.value) and "\n" not in str(err.value)
-    assert GatedPixelCNN((3, 8, 8), Categorical(256)).image_shape == (3, 8, 8)  # the default fits RGB
+    with pytest.raises(ConfigError, match="model.channels=32 is invalid for 3-channel images"):  # before any data is read
+        validate(compose_train(["model=gated_pixelcnn", "data=cifar10", "model.channels=32"]))
+    assert build_model({"name": "gated_pixelcnn"}, (3, 8, 8), Categorical(256)).image_shape == (3, 8, 8)  # the default fits RGB
 
 
 def test_tiny_training_run(tiny_cfg):

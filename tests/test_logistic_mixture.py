@@ -105,6 +105,23 @@ def test_per_channel_probabilities_factorise_the_joint(channels):
     assert torch.allclose(own.log().flatten(1).sum(1), -head.nll(params, x), rtol=1e-4, atol=1e-3)
 
 
+def test_a_channels_probabilities_do_not_read_its_own_value():
+    """probs(params, x)[c] may depend on x_<c only: changing x_c and later channels leaves channel
+    c's table unchanged bit for bit (a compressor's decoder computes it before it knows x_c). Sharp
+    components (log-scales near -7) make log P(x_c) large, where a sum that adds and then subtracts
+    it would not round back exactly."""
+    head = DiscretizedLogisticMixture(5)
+    params = random_params(head, 3, seed=3)
+    k = head.nr_logistic_mix
+    params[:, k + 3 * k : k + 6 * k] = -6.5  # log-scales
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(0, 256, (params.shape[0], 3, *params.shape[2:]), generator=g) / 255
+    for c in range(3):
+        other = x.clone()
+        other[:, c:] = torch.randint(0, 256, other[:, c:].shape, generator=g) / 255
+        assert torch.equal(head.probs(params, 1.0, x)[:, c], head.probs(params, 1.0, other)[:, c]), c
+
+
 def reference_log_prob(mean, log_scale, level):
     """log P(level) in float64, the textbook way: CDF differences, open bins at 0 and 255."""
     mean, scale = mean.double(), log_scale.double().clamp(-7, 7).exp()

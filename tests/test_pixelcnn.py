@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from autoreg.distributions import Bernoulli, Categorical, bits_per_dim
-from autoreg.models import build_model
+from autoreg.families import build_model
 from autoreg.nn import causal_mask
 
 

@@ -14,8 +14,9 @@ from PIL import Image
 
 from autoreg.config import ConfigError, validate
 from autoreg.distributions import Bernoulli, Categorical, DiscretizedLogisticMixture
-from autoreg.models import build_model, family
-from autoreg.models.pixelcnn_pp import PixelCNNpp, check
+from autoreg.families import build_model, family
+from autoreg.families.pixelcnn_pp import PixelCNNppKeys
+from autoreg.models.pixelcnn_pp import PixelCNNpp
 from autoreg.sampling import has_fast_path, sample
 
 from conftest import TINY, compose_train, read_events
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny(shape, nr_resnet=1, channels=6, num_classes=None, head=None, seed=0):
     torch.manual_seed(seed)
-    model = PixelCNNpp(shape, head or DiscretizedLogisticMixture(3), nr_resnet=nr_resnet, channels=channels,
+    model = PixelCNNpp(shape, head or DiscretizedLogisticMixture(3), PixelCNNppKeys(nr_resnet=nr_resnet, channels=channels),
                        num_classes=num_classes)
     with torch.no_grad():
         if num_classes:
@@ -85,7 +86,7 @@ def test_causal_at_mnist_and_cifar_sizes(shape):
 ])
 def test_forward_shapes_nll_and_every_parameter_learns(shape, head):
     torch.manual_seed(0)
-    model = PixelCNNpp(shape, head, nr_resnet=1, channels=6, dropout=0.1, num_classes=3)
+    model = PixelCNNpp(shape, head, PixelCNNppKeys(nr_resnet=1, channels=6, dropout=0.1), num_classes=3)
     x = (torch.rand(2, *shape) * (head.levels - 1)).round() / (head.levels - 1)
     params = model(x, torch.tensor([0, 2]))
     assert params.shape == (2, head.num_params(shape[0]), *shape[1:])
@@ -97,8 +98,10 @@ def test_forward_shapes_nll_and_every_parameter_learns(shape, head):
 
 def test_per_channel_heads_are_refused_for_colour():
     with pytest.raises(ConfigError, match="model.likelihood=categorical cannot model 3-channel images with model=pixelcnn_pp") as err:
-        PixelCNNpp((3, 8, 8), Categorical(256))
+        build_model({"name": "pixelcnn_pp"}, (3, 8, 8), Categorical(256))
     assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="model.likelihood=categorical cannot model 3-channel images"):  # before any data is read
+        validate(compose_train(["model=pixelcnn_pp", "data=cifar10", "model.likelihood=categorical"]))
 
 
 def test_naive_sampling_records_the_probabilities_of_its_pixels():
@@ -139,7 +142,7 @@ def test_completion_keeps_whole_given_pixels_and_refuses_split_ones():
 
 
 def test_family_is_found_and_built_from_the_config():
-    assert family("pixelcnn_pp").model is PixelCNNpp
+    assert family("pixelcnn_pp").network() is PixelCNNpp
     cfg = compose_train(["model=pixelcnn_pp", "data=cifar10"])
     validate(cfg)
     assert cfg.model.likelihood == "auto" and cfg.model.nr_logistic_mix == 10
@@ -181,8 +184,8 @@ def test_other_families_refuse_the_mixture_in_one_line():
 
 
 def test_check_accepts_the_defaults_and_the_paper():
-    check({"nr_resnet": 2, "channels": 32, "dropout": 0.0})
-    check({"nr_resnet": 5, "channels": 160, "dropout": 0.5})
+    PixelCNNppKeys(nr_resnet=2, channels=32, dropout=0.0).check((3, 32, 32), "logistic_mixture")
+    PixelCNNppKeys(nr_resnet=5, channels=160, dropout=0.5).check((3, 32, 32), "logistic_mixture")
 
 
 @pytest.fixture

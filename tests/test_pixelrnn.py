@@ -2,23 +2,21 @@
 config errors."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 
 from autoreg.config import ConfigError
 from autoreg.distributions import Bernoulli, Categorical
-from autoreg.models import build_model, checked_keys, family, model_keys
+from autoreg.families import build_model
+from autoreg.families.pixelrnn import PixelRNNKeys
 from autoreg.models.pixelrnn import FIRST_KERNEL, PixelRNN
 from autoreg.nn import CELLS, DiagonalBiLSTM, RowLSTM, diagonal_order, skew, unskew
 
 from conftest import torch_threads
 
-ROOT = Path(__file__).resolve().parents[1]
 H = W = 8
 REPEATS = 2  # random images per probed output
 
@@ -64,7 +62,7 @@ def leaky(model: nn.Module) -> nn.Module:
 def tiny(shape, arch, cell, kernel=3, depth=1):
     torch.manual_seed(depth * 100 + kernel)
     head = Bernoulli() if shape[0] == 1 else Categorical(4)
-    return leaky(PixelRNN(shape, head, arch=arch, cell=cell, depth=depth, channels=4 * shape[0], kernel=kernel))
+    return leaky(PixelRNN(shape, head, PixelRNNKeys(arch=arch, cell=cell, depth=depth, channels=4 * shape[0], kernel=kernel)))
 
 
 CASES = [("row_lstm", k) for k in (3, 5, 7)] + [("diagonal_bilstm", 3)]
@@ -91,7 +89,7 @@ def test_causal(arch, kernel, cell, depth, colours):
 @pytest.mark.parametrize("kernel", [5, 7])
 def test_diagonal_bilstm_rejects_other_kernels(kernel):
     with pytest.raises(ConfigError, match="model.arch=diagonal_bilstm"):
-        build_model(dict(model_cfg(arch="diagonal_bilstm", kernel=kernel).model), (1, H, W), Bernoulli())
+        build_model({"name": "pixelrnn", "arch": "diagonal_bilstm", "kernel": kernel}, (1, H, W), Bernoulli())
 
 
 @pytest.mark.parametrize("height,width", [(H, W), (5, 9), (9, 4), (1, 6), (6, 1)])
@@ -305,9 +303,7 @@ def test_skew_unskew_round_trip(shape, dim):
 @pytest.mark.parametrize("arch", ["row_lstm", "diagonal_bilstm"])
 @pytest.mark.parametrize("shape,head", [((1, 8, 6), Bernoulli()), ((3, 5, 7), Categorical(256))])
 def test_forward_shapes_and_nll(arch, shape, head):
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / "pixelrnn.yaml")
-    cfg.arch, cfg.channels = arch, 12
-    model = build_model(cfg, shape, head)
+    model = build_model({"name": "pixelrnn", "arch": arch, "channels": 12}, shape, head)
     x = (torch.rand(2, *shape) * (head.levels - 1)).round() / (head.levels - 1)
     params = model(x)
     assert params.shape == (2, shape[0] * head.params_per_channel, *shape[1:])
@@ -317,13 +313,9 @@ def test_forward_shapes_and_nll(arch, shape, head):
     assert all(p.grad is not None for p in model.parameters())
 
 
-def model_cfg(**overrides):
-    cfg = OmegaConf.load(ROOT / "conf" / "model" / "pixelrnn.yaml")
-    return OmegaConf.create({"model": OmegaConf.merge(cfg, overrides)})
-
-
-def check(cfg):
-    checked_keys(family(cfg.model.name), model_keys(cfg.model))
+def check(**keys):
+    """The declaration's check of the default keys with `keys` changed, for MNIST and a Bernoulli head."""
+    PixelRNNKeys(**keys).check((1, 28, 28), "bernoulli")
 
 
 @pytest.mark.parametrize(
@@ -342,7 +334,7 @@ def check(cfg):
 )
 def test_config_errors_are_one_line(overrides, named):
     with pytest.raises(ConfigError) as err:
-        check(model_cfg(**overrides))
+        check(**overrides)
     assert named in str(err.value) and "\n" not in str(err.value)
 
 
@@ -350,4 +342,4 @@ def test_config_errors_are_one_line(overrides, named):
     "overrides", [{}, {"arch": "diagonal_bilstm"}, {"cell": "gru", "kernel": 7}, {"arch": "diagonal_bilstm", "cell": "gru"}]
 )
 def test_config_accepts(overrides):
-    check(model_cfg(**overrides))
+    check(**overrides)

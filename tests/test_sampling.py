@@ -6,6 +6,8 @@ import torch
 from torch import nn
 
 from autoreg.distributions import Bernoulli, Categorical
+from autoreg.families.pixelcnn import PixelCNNKeys
+from autoreg.families.pixelrnn import PixelRNNKeys
 from autoreg.models.pixelcnn import PixelCNN
 from autoreg.models.pixelrnn import PixelRNN
 from autoreg.sampling import FastSamplingUnsupported, has_fast_path, sample
@@ -16,10 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny_pixelcnn(channels: int, size: int, distribution, residual: bool, dilation: int = 1, seed: int = 0):
     torch.manual_seed(seed)
-    model = PixelCNN(
-        (channels, size, size), distribution, channels=12, depth=2, kernel=3, first_kernel=5,
-        residual=residual, head_layers=2, dilation=dilation,
-    )
+    keys = PixelCNNKeys(channels=12, depth=2, kernel=3, first_kernel=5, residual=residual, head_layers=2, dilation=dilation)
+    model = PixelCNN((channels, size, size), distribution, keys)
     # Sharpen the output so probabilities are far from uniform and a wrong tap would show.
     with torch.no_grad():
         model.head[-1].weight.mul_(8)
@@ -141,10 +141,8 @@ def test_model_without_fast_path_fails_clearly_and_naive_passes_labels():
 
 def tiny_row_lstm(channels: int, size: int, distribution, cell: str, kernel: int, depth: int, seed: int = 0):
     torch.manual_seed(seed)
-    model = PixelRNN(
-        (channels, size, size), distribution, arch="row_lstm", cell=cell, depth=depth,
-        channels=4 * channels, kernel=kernel, head_layers=2,
-    )
+    keys = PixelRNNKeys(arch="row_lstm", cell=cell, depth=depth, channels=4 * channels, kernel=kernel, head_layers=2)
+    model = PixelRNN((channels, size, size), distribution, keys)
     with torch.no_grad():
         for block in model.layers:
             block.layer.initial_state.normal_()  # learned initial states: row -1 is not zero
@@ -198,10 +196,8 @@ def assert_recurrent_completion_agrees(model, c: int, size: int, distribution):
 
 def tiny_diagonal_bilstm(channels: int, size: int, distribution, cell: str, depth: int, conditional: bool = False):
     torch.manual_seed(0)
-    model = PixelRNN(
-        (channels, size, size), distribution, arch="diagonal_bilstm", cell=cell, depth=depth,
-        channels=4 * channels, head_layers=2, num_classes=3 if conditional else None,
-    )
+    keys = PixelRNNKeys(arch="diagonal_bilstm", cell=cell, depth=depth, channels=4 * channels, head_layers=2)
+    model = PixelRNN((channels, size, size), distribution, keys, num_classes=3 if conditional else None)
     with torch.no_grad():
         for block in model.layers:
             block.layer.initial_state.normal_()  # learned initial states: outside the image is not zero

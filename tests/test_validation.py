@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from autoreg.config import ConfigError, validate
+from autoreg.families import names
 
 from conftest import ROOT, compose_train
 
@@ -62,7 +63,7 @@ def test_cli_bad_value_is_one_line_before_data(tmp_path):
 
 
 def test_a_bad_value_is_answered_before_torch_is_imported(tmp_path):
-    """The config checks run without torch (autoreg.models.spec): about 1 s instead of torch's and
+    """The config checks run without torch (autoreg.families): about 1 s instead of torch's and
     Lightning's import time (experiments/benchmarks/time_to_error.py)."""
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", str(ROOT / "train.py"), "model=pixelrnn", "model.cell=lsmt", f"hydra.run.dir={tmp_path}/run"],
@@ -71,7 +72,7 @@ def test_a_bad_value_is_answered_before_torch_is_imported(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and lines[-1] == "error: model.cell=lsmt is not allowed; choose one of: lstm, gru"
     imported = {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
-    assert "autoreg.models" in imported and "hydra" in imported  # the check ran, and importtime reports
+    assert "autoreg.families" in imported and "hydra" in imported  # the check ran, and importtime reports
     assert not {"torch", "pytorch_lightning"} & imported
     assert not (tmp_path / "run").exists()
 
@@ -79,7 +80,7 @@ def test_a_bad_value_is_answered_before_torch_is_imported(tmp_path):
 def test_cli_misspelt_group_option_is_one_line_with_a_suggestion(tmp_path):
     proc = run_train("model=pixelrnnn", cwd=tmp_path)
     assert proc.returncode == 1
-    options = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")))
+    options = ", ".join(names())
     assert "pixelcnn, " in options and proc.stderr.strip().splitlines() == [
         f"error: model=pixelrnnn is not an option of the config group 'model' (did you mean pixelrnn?); choose one of: {options}"
     ]

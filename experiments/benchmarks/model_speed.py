@@ -31,7 +31,7 @@ import time
 import torch
 
 from autoreg.distributions import Bernoulli
-from autoreg.models import MODELS
+from autoreg.families import build_model
 
 from common import Machine, can_measure_memory, peak_rss_mib, reset_peak, rss_mib, write_results
 
@@ -43,7 +43,7 @@ def _trainer(name: str, kwargs: dict, depth: int, channels: int, batch: int, bf1
     `bf16`, the forward under CPU bf16 autocast and the nll in fp32, as bf16-mixed training does."""
     torch.manual_seed(0)
     x = (torch.rand(batch, 1, SIZE, SIZE) < 0.5).float()
-    model = MODELS[name]((1, SIZE, SIZE), Bernoulli(), depth=depth, channels=channels, **kwargs)
+    model = build_model({"name": name, "depth": depth, "channels": channels, **kwargs}, (1, SIZE, SIZE), Bernoulli())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step() -> None:
@@ -86,7 +86,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    runs = [("PixelCNN", "pixelcnn", {})]
+    runs = [("PixelCNN", "pixelcnn", {"kernel": 3})]
     runs += [
         (f"PixelRNN {arch} {cell}", "pixelrnn", {"arch": arch, "cell": cell})
         for arch in ("row_lstm", "diagonal_bilstm")

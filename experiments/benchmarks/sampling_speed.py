@@ -16,9 +16,9 @@ Models (`MODELS` below, selected by key with `--models`; a new family with a fas
   ReLUs, 64 channels, one 1x1 output layer.
 - default: the default PixelCNN: 64 channels, four residual blocks with 3x3 convolutions, a
   two-layer output head.
-- row_lstm: the default PixelRNN (conf/model/pixelrnn.yaml): Row LSTM, LSTM cells, 32 channels
+- row_lstm: the default PixelRNN (autoreg/families/pixelrnn.py): Row LSTM, LSTM cells, 32 channels
   (h = 16), two residual layers with k = 3, a two-layer output head.
-- gated: the default Gated PixelCNN (conf/model/gated_pixelcnn.yaml): 24 channels, four gated
+- gated: the default Gated PixelCNN (autoreg/families/gated_pixelcnn.py): 24 channels, four gated
   layers with k = 5, a two-layer output head.
 The issues' targets (2-core CPU, batch 16): lab >= 100x, default >= 30x, row_lstm >= 10x, gated >= 30x.
 """
@@ -31,40 +31,32 @@ import time
 import torch
 
 from autoreg.distributions import Bernoulli
-from autoreg.models.gated_pixelcnn import GatedPixelCNN
-from autoreg.models.pixelcnn import PixelCNN
-from autoreg.models.pixelrnn import PixelRNN
+from autoreg.families import build_model
 from autoreg.sampling import sample
 
 from common import Machine, write_results
 
 SIZE = 28
-MODELS = {  # key: (table label, builder)
+MODELS = {  # key: (table label, model config)
     "lab": (
         "PixelCNN lab (7x7, 5 B layers, 64 ch)",
-        lambda: PixelCNN(
-            (1, SIZE, SIZE), Bernoulli(), channels=64, depth=5, kernel=7, first_kernel=7, residual=False, head_layers=1
-        ),
+        {"name": "pixelcnn", "channels": 64, "depth": 5, "kernel": 7, "first_kernel": 7, "residual": False, "head_layers": 1},
     ),
     "default": (
         "PixelCNN default (3x3, 4 residual, 64 ch)",
-        lambda: PixelCNN((1, SIZE, SIZE), Bernoulli(), channels=64, depth=4, kernel=3, residual=True, head_layers=2),
+        {"name": "pixelcnn", "channels": 64, "depth": 4, "kernel": 3, "residual": True, "head_layers": 2},
     ),
     "row_lstm": (
         "PixelRNN default (Row LSTM, lstm, k=3, 2 layers, 32 ch)",
-        lambda: PixelRNN(
-            (1, SIZE, SIZE), Bernoulli(), arch="row_lstm", cell="lstm", depth=2, channels=32, kernel=3, head_layers=2
-        ),
+        {"name": "pixelrnn", "arch": "row_lstm", "cell": "lstm", "depth": 2, "channels": 32, "kernel": 3, "head_layers": 2},
     ),
     "diagonal_bilstm": (
         "PixelRNN Diagonal BiLSTM (lstm, 2 layers, 32 ch)",
-        lambda: PixelRNN(
-            (1, SIZE, SIZE), Bernoulli(), arch="diagonal_bilstm", cell="lstm", depth=2, channels=32, head_layers=2
-        ),
+        {"name": "pixelrnn", "arch": "diagonal_bilstm", "cell": "lstm", "depth": 2, "channels": 32, "head_layers": 2},
     ),
     "gated": (
         "Gated PixelCNN default (k=5, 4 layers, 24 ch)",
-        lambda: GatedPixelCNN((1, SIZE, SIZE), Bernoulli(), channels=24, depth=4, kernel=5, head_layers=2),
+        {"name": "gated_pixelcnn", "channels": 24, "depth": 4, "kernel": 5, "head_layers": 2},
     ),
 }
 
@@ -95,9 +87,9 @@ def main() -> None:
     ]
     print(lines[0] + "\n" + lines[1], flush=True)
     for key in args.models:
-        name, build = MODELS[key]
+        name, model_cfg = MODELS[key]
         torch.manual_seed(0)
-        model = build()
+        model = build_model(model_cfg, (1, SIZE, SIZE), Bernoulli())
         noise = torch.rand((args.batch, 1, SIZE, SIZE), generator=torch.Generator().manual_seed(0))
         sample(model, args.batch, noise=noise)  # warm-up
         fast_runs = [_time(lambda: sample(model, args.batch, noise=noise))]

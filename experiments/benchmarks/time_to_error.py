@@ -1,5 +1,5 @@
 """How long `python train.py <bad value>` takes to answer, against what it would cost to import
-torch and Lightning first (the config checks run before either: autoreg.models.spec).
+torch and Lightning first (the config checks run before either: autoreg.families).
 
     .venv/bin/python experiments/benchmarks/time_to_error.py --repeats 5 --out experiments/benchmarks/time_to_error.md
 

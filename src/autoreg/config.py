@@ -56,20 +56,21 @@ def check_positive(cfg: DictConfig, key: str) -> None:
         raise ConfigError(f"{key}={value} is invalid: it must be a number > 0")
 
 
-DATASETS = ("mnist", "binarized_mnist", "cifar10")
+IMAGE_SHAPES = {"mnist": (1, 28, 28), "binarized_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # data.dataset -> (C, H, W)
+DATASETS = tuple(IMAGE_SHAPES)
 SOURCES = ("auto", "download", "bundled")
 BINARIZE = ("static", "dynamic")  # of grey-level MNIST; binarized_mnist comes binarized ("fixed")
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError on the first value that cannot work. The generic keys are checked here;
-    the model's own keys by its family (autoreg.models) and `model.likelihood` against the data
-    (autoreg.likelihoods), all without importing torch: a bad value is answered in about a second."""
+    the model's own keys by its family (autoreg.families) for this data and head, and
+    `model.likelihood` against the data (autoreg.likelihoods), all without importing torch: a bad
+    value is answered in about a second."""
+    from autoreg.families import checked, declared
     from autoreg.likelihoods import choose
-    from autoreg.models import checked_keys, model_keys, spec
 
-    family = spec(_get(cfg, "model.name"))
-    checked_keys(family, model_keys(cfg.model))
+    family = type(declared(cfg.model))
     require_bool("model.conditional", cfg.model.get("conditional", False))
     check_choice(cfg, "data.dataset", DATASETS)
     check_choice(cfg, "data.source", SOURCES)
@@ -98,7 +99,8 @@ def validate(cfg: DictConfig) -> None:
     decay = cfg.optim.get("ema_decay")
     if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1):
         raise ConfigError(f"optim.ema_decay={decay} is invalid: it must be a number in (0, 1), e.g. 0.9995, or null (off)")
-    choose(cfg.model, family.name, family.likelihoods, cfg.data.bits)  # model.likelihood against the family and data.bits
+    likelihood, _ = choose(cfg.model, family.NAME, family.LIKELIHOODS, cfg.data.bits)  # against the family and data.bits
+    checked(cfg.model, IMAGE_SHAPES[cfg.data.dataset], likelihood)
 
 
 def fast_bf16(device_type: str) -> bool:

@@ -216,7 +216,8 @@ class DiscretizedLogisticMixture:
         if x is None:
             raise ValueError("a logistic mixture's per-channel probabilities depend on the pixel's earlier channels: pass x")
         log_pi, log_p, (mean, log_scales) = self._log_components(params, x, temperature)
-        before = log_p.cumsum(1) - log_p  # log prod_{c' < c} P_kc'(x_c')
+        # log prod_{c' < c} P_kc'(x_c'), an exclusive sum (cumsum - log_p would carry x_c's rounding into channel c)
+        before = torch.cat([torch.zeros_like(log_p[:, :1]), log_p[:, :-1].cumsum(1)], 1)
         log_w = torch.log_softmax(log_pi.unsqueeze(1) + before, dim=2)  # (B, C, K, H, W)
         grid = torch.arange(256, device=params.device, dtype=torch.float32).view(1, 1, 1, 256, 1, 1)
         log_all = self._log_prob(mean.unsqueeze(3), log_scales.unsqueeze(3), grid)  # (B, C, K, 256, H, W)
@@ -271,8 +272,8 @@ def distribution_from_config(model_cfg, bits: int):
     """The head a model config asks for on `bits`-bit data: `model.likelihood` and its options,
     checked against the family and the data (autoreg.likelihoods.choose: one line if they do not fit)."""
     from autoreg.likelihoods import choose
-    from autoreg.models import family
+    from autoreg.families import family
 
     found = family(model_cfg["name"])
-    name, options = choose(model_cfg, found.name, found.likelihoods, bits)
+    name, options = choose(model_cfg, found.NAME, found.LIKELIHOODS, bits)
     return distribution_for(bits, name, **options)

@@ -4,7 +4,7 @@ Every run writes the same kind of HParams *experiment* (the plugin's column list
 dashboard takes from the first run that has one), so that runs of different families share one
 table and each keeps its own keys:
 
-- the columns are the union of every family's model keys (autoreg.models, read without torch) and
+- the columns are the union of every family's model keys (autoreg.families, torch-free) and
   the run's own keys, each with its type: ints are shown as strings ("3", not "3.0000": TensorBoard
   has no integer type), bools and `model.name` as discrete choices, floats as numbers;
 - the keys a sweep varies are marked `differs` and come first, then the model, optim, data and
@@ -92,7 +92,7 @@ def _column(key: str, example: Any, differs: bool) -> api_pb2.HParamInfo:
     else:
         info.type = api_pb2.DATA_TYPE_STRING
         if key == "model.name":
-            from autoreg.models import names
+            from autoreg.families import names
 
             info.domain_discrete.extend(names())
     return info
@@ -101,11 +101,11 @@ def _column(key: str, example: Any, differs: bool) -> api_pb2.HParamInfo:
 def experiment_columns(params: dict[str, Any], swept: set[str]) -> list[api_pb2.HParamInfo]:
     """The HParams columns: `params`' keys and every family's model keys (with their defaults'
     types), the `swept` ones marked `differs`."""
-    from autoreg.models import names, spec
+    from autoreg.families import family, model_keys, names
 
     examples = dict(params)
     for name in names():
-        for key, default in spec(name).defaults.items():
+        for key, default in model_keys(family(name).config()).items():
             examples.setdefault(f"model.{key}", default)
     columns = [_column(key, value, key in swept) for key, value in examples.items()]
     return sorted(columns, key=lambda c: (not c.differs, c.name))

@@ -18,9 +18,16 @@ from autoreg.errors import ConfigError
 
 # name -> bits per sub-pixel of the data the head models
 BITS: dict[str, int] = {"bernoulli": 1, "categorical": 8, "logistic_mixture": 8}
-# name -> the model config keys of the head's options (each a positive integer)
-OPTIONS: dict[str, tuple[str, ...]] = {"bernoulli": (), "categorical": (), "logistic_mixture": ("nr_logistic_mix",)}
+# name -> the model config keys of the head's options (each a positive integer) and their defaults
+OPTIONS: dict[str, dict[str, int]] = {"bernoulli": {}, "categorical": {}, "logistic_mixture": {"nr_logistic_mix": 10}}
+# the heads that model a pixel's channels jointly (autoreg.distributions: `joint = True`)
+JOINT: tuple[str, ...] = ("logistic_mixture",)
 OPTION_KEYS: tuple[str, ...] = tuple(sorted({key for keys in OPTIONS.values() for key in keys}))
+
+
+def option_defaults(name: str) -> dict[str, int]:
+    """The options head `name` takes, with their defaults."""
+    return dict(OPTIONS[name])
 
 
 def choose(model_cfg: Mapping[str, Any], family: str, likelihoods: tuple[str, ...], bits: int) -> tuple[str, dict[str, Any]]:

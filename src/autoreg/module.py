@@ -32,13 +32,13 @@ from autoreg.checkpoint import load_checkpoint
 from autoreg.compat import logged_step
 from autoreg.distributions import bits_per_dim, distribution_from_config
 from autoreg.errors import CheckpointError, TrainingDivergedError
-from autoreg.models import build_model
+from autoreg.families import build_model
 
 log = logging.getLogger(__name__)
 
 
 class AutoregressiveModule(pl.LightningModule):
-    """Trains `model` (a config dict naming a family in autoreg.models) by maximum likelihood.
+    """Trains `model` (a config dict naming a family in autoreg.families) by maximum likelihood.
 
     Everything needed to rebuild the network is saved as plain hparams, so a checkpoint alone
     (loaded with weights_only=True) restores the model.

@@ -53,22 +53,34 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def check_group_options(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:
-    """`group=option` on the command line must name a file conf/<group>/<option>.yaml: one line with
-    the group's options and the closest match instead of Hydra's search-path listing. Groups of
-    Hydra's own (`hydra/...`) and values Hydra resolves itself (`null`) are left to Hydra."""
+    """`group=option` on the command line must name a file conf/<group>/<option>.yaml or a config
+    in Hydra's store (the model families): one line with the group's options and the closest match
+    instead of Hydra's search-path listing. Groups of Hydra's own (`hydra/...`) and values Hydra
+    resolves itself (`null`) are left to Hydra."""
     _preflight(lambda: _check_group_options(argv, conf_dir))
 
 
 def _check_group_options(argv: Sequence[str], conf_dir: Path) -> None:
     for arg in argv:
         key, sep, value = arg.lstrip("+~").partition("=")
-        group = conf_dir / key
-        if not sep or key.startswith("hydra/") or "." in key or not group.is_dir():
+        if not sep or key.startswith("hydra/") or "." in key:
             continue
-        options = sorted(p.stem for p in group.glob("*.yaml"))
+        options = sorted({p.stem for p in (conf_dir / key).glob("*.yaml")} | set(_stored_options(key)))
+        if not options:
+            continue
         for option in value.split(","):  # a sweep lists several
             if option in options or option == "null":
                 continue
             close = difflib.get_close_matches(option, options, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"{key}={option} is not an option of the config group '{key}'{hint}; choose one of: {', '.join(options)}")
+
+
+def _stored_options(group: str) -> list[str]:
+    """The configs of `group` in Hydra's store (autoreg.families registers `model`)."""
+    from hydra.core.config_store import ConfigStore
+
+    try:
+        return [name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)]
+    except OSError:  # no such group in the store
+        return []

@@ -235,7 +235,7 @@ def receptive_field_figure(argv: list[str]) -> Path:
     from autoreg.config import job_dirname, validate
     from autoreg.data import IMAGE_SHAPES
     from autoreg.distributions import distribution_from_config
-    from autoreg.models import build_model
+    from autoreg.families import build_model
     from autoreg.module import AutoregressiveModule
 
     own, overrides = split_own_keys(argv, ("ckpt", "out", "pixel"))

@@ -31,11 +31,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from autoreg.config import IMAGE_SHAPES
 from autoreg.data.sources import Splits, load_splits
 from autoreg.errors import DataError
 
 SPLIT_SEED = 0  # the validation split and the static binarization never change
-IMAGE_SHAPES = {"mnist": (1, 28, 28), "binarized_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 NUM_CLASSES = 10  # both datasets label digits / classes 0..9
 
 

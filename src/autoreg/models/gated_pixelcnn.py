@@ -51,15 +51,11 @@ and the head as columns (autoreg.sampling) on cached horizontal inputs.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from autoreg.config import ConfigError, require_int
-from autoreg.models import Family
+from autoreg.families.gated_pixelcnn import GatedPixelCNNKeys
 from autoreg.models.pixelcnn import output_head
 from autoreg.nn import ClassBias, MaskedConv2d
 from autoreg.sampling import Geometry, canvas_cache, column
@@ -124,31 +120,17 @@ class GatedLayer(nn.Module):
 class GatedPixelCNN(nn.Module):
     """image (B, C, H, W) in [0, 1] -> params (B, C * distribution.params_per_channel, H, W)."""
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        distribution,
-        channels: int = 24,
-        depth: int = 4,
-        kernel: int = 5,
-        head_layers: int = 2,
-        num_classes: int | None = None,
-    ):
+    def __init__(self, image_shape: tuple[int, int, int], distribution, keys: GatedPixelCNNKeys, num_classes: int | None = None):
         super().__init__()
-        c = image_shape[0]
-        if channels % c:
-            raise ConfigError(
-                f"model.channels={channels} is invalid for {c}-channel images: it must be a multiple of {c} "
-                "(the gates pair features within each colour's group)"
-            )
+        c, channels, depth = image_shape[0], keys.channels, keys.depth
         self.image_shape = tuple(image_shape)
         self.distribution = distribution
         self.num_classes = num_classes
         self.layers = nn.ModuleList(
-            GatedLayer(c if n == 0 else channels, channels, kernel, c, first=n == 0, last=n == depth - 1)
+            GatedLayer(c if n == 0 else channels, channels, keys.kernel, c, first=n == 0, last=n == depth - 1)
             for n in range(depth)
         )
-        self.head = output_head(channels, c * distribution.params_per_channel, c, head_layers)
+        self.head = output_head(channels, c * distribution.params_per_channel, c, keys.head_layers)
         # per layer: the vertical stack's bias, then the horizontal stack's
         self.label_bias = ClassBias(num_classes, 2 * channels, 2 * depth) if num_classes else None
 
@@ -243,11 +225,3 @@ class GatedStepper:
                 h = out if n == 0 else h + out
         return self._head.step(skips, q)
 
-
-def check(keys: Mapping[str, Any]) -> None:
-    for key in ("channels", "depth", "head_layers"):
-        require_int(f"model.{key}", keys[key])
-    require_int("model.kernel", keys["kernel"], minimum=3, odd=True)
-
-
-FAMILY = Family(name="gated_pixelcnn", model=GatedPixelCNN, check=check)

@@ -19,14 +19,10 @@ row's upper part; Gated PixelCNN removes it with two stacks.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import nn
 
-from autoreg.config import ConfigError, require_bool, require_int
-from autoreg.models import Family
+from autoreg.families.pixelcnn import PixelCNNKeys
 from autoreg.nn import ClassBias, MaskedConv2d, run_stages, with_label_biases
 from autoreg.sampling import CachedColumns, Residual, register_layer
 
@@ -65,28 +61,16 @@ def output_head(channels: int, out_channels: int, data_channels: int, layers: in
 class PixelCNN(nn.Module):
     """image (B, C, H, W) in [0, 1] -> params (B, C * distribution.params_per_channel, H, W)."""
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        distribution,
-        channels: int = 64,
-        depth: int = 2,
-        kernel: int = 3,
-        first_kernel: int = 7,
-        residual: bool = True,
-        head_layers: int = 2,
-        dilation: int = 1,
-        num_classes: int | None = None,
-    ):
+    def __init__(self, image_shape: tuple[int, int, int], distribution, keys: PixelCNNKeys, num_classes: int | None = None):
         super().__init__()
-        c = image_shape[0]
+        c, channels, depth = image_shape[0], keys.channels, keys.depth
         self.image_shape = tuple(image_shape)
         self.distribution = distribution
         self.num_classes = num_classes
-        self.first = MaskedConv2d(c, channels, first_kernel, "A", c)
-        block = ResidualBlock if residual else PlainBlock
-        self.blocks = nn.Sequential(*(block(channels, kernel, c, dilation) for _ in range(depth)))
-        self.head = output_head(channels, c * distribution.params_per_channel, c, head_layers)
+        self.first = MaskedConv2d(c, channels, keys.first_kernel, "A", c)
+        block = ResidualBlock if keys.residual else PlainBlock
+        self.blocks = nn.Sequential(*(block(channels, keys.kernel, c, keys.dilation) for _ in range(depth)))
+        self.head = output_head(channels, c * distribution.params_per_channel, c, keys.head_layers)
         # one bias per block input and one for the head's
         self.label_bias = ClassBias(num_classes, channels, depth + 1) if num_classes else None
 
@@ -102,22 +86,3 @@ class PixelCNN(nn.Module):
 
 register_layer(ResidualBlock)(Residual)
 
-
-def check(keys: Mapping[str, Any]) -> None:
-    for key in ("depth", "head_layers", "dilation"):
-        require_int(f"model.{key}", keys[key])
-    require_int("model.kernel", keys["kernel"], odd=True)
-    require_int("model.first_kernel", keys["first_kernel"], odd=True)
-    if keys["first_kernel"] == 1:  # only the centre tap, and mask A drops it: no spatial context
-        raise ConfigError("model.first_kernel=1 leaves the mask-A first layer no earlier pixel to see (a model without "
-                          "context); use an odd kernel >= 3")
-    require_bool("model.residual", keys["residual"])
-    require_int("model.channels", keys["channels"], minimum=2 if keys["residual"] else 1)
-    if keys["residual"] and keys["channels"] % 2:
-        raise ConfigError(
-            f"model.channels={keys['channels']} is invalid with model.residual=true: "
-            "it must be even (2h features, halved inside each residual block)"
-        )
-
-
-FAMILY = Family(name="pixelcnn", model=PixelCNN, check=check)

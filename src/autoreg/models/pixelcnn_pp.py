@@ -47,15 +47,13 @@ pass per pixel); Fast PixelCNN++ caching (arXiv 1704.06001) is not implemented.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from autoreg.config import ConfigError, require_int
-from autoreg.models import Family
+from autoreg.families.pixelcnn_pp import PixelCNNppKeys
 from autoreg.nn import ClassBias
 from autoreg.nn.shifted import (
     DownRightShiftedConv2d,
@@ -102,26 +100,13 @@ def _blocks(count: int, channels: int, conv: type[nn.Conv2d], shortcut: int, dro
 class PixelCNNpp(nn.Module):
     """image (B, C, H, W) in [0, 1] -> params (B, distribution.num_params(C), H, W)."""
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        distribution,
-        nr_resnet: int = 2,
-        channels: int = 32,
-        dropout: float = 0.0,
-        num_classes: int | None = None,
-    ):
+    def __init__(self, image_shape: tuple[int, int, int], distribution, keys: PixelCNNppKeys, num_classes: int | None = None):
         super().__init__()
-        c = image_shape[0]
-        if not distribution.joint and c > 1:
-            raise ConfigError(
-                f"model.likelihood={distribution.name} cannot model {c}-channel images with model=pixelcnn_pp: its network "
-                "sees earlier pixels only, not a pixel's earlier channels; use model.likelihood=logistic_mixture"
-            )
+        c, dropout = image_shape[0], keys.dropout
         self.image_shape = tuple(image_shape)
         self.distribution = distribution
         self.num_classes = num_classes
-        f, n = channels, nr_resnet
+        f, n = keys.channels, keys.nr_resnet
         self.u_first = DownShiftedConv2d(c + 1, f, (2, 3))
         self.ul_first_above = DownShiftedConv2d(c + 1, f, (1, 3))
         self.ul_first_left = DownRightShiftedConv2d(c + 1, f, (2, 1))
@@ -169,15 +154,3 @@ class PixelCNNpp(nn.Module):
                 ul = ul_block(ul, torch.cat([u, uls.pop()], dim=1), next(bias))
         return self.out(F.elu(ul))
 
-
-def check(keys: Mapping[str, Any]) -> None:
-    require_int("model.nr_resnet", keys["nr_resnet"])
-    require_int("model.channels", keys["channels"])
-    dropout = keys["dropout"]
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ConfigError(f"model.dropout={dropout} is invalid: it must be a number in [0, 1)")
-
-
-FAMILY = Family(
-    name="pixelcnn_pp", model=PixelCNNpp, check=check, likelihoods=("logistic_mixture", "bernoulli", "categorical")
-)

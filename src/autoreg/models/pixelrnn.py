@@ -37,21 +37,14 @@ for a whole row when its last position is stepped.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from autoreg.config import ConfigError, require_choice, require_int
-from autoreg.models import Family
+from autoreg.families.pixelrnn import PixelRNNKeys
 from autoreg.models.pixelcnn import output_head
 from autoreg.nn import ClassBias, DiagonalBiLSTM, MaskedConv2d, RowLSTM, run_stages, with_label_biases
 from autoreg.sampling import CachedColumns, Geometry, column, register_layer
 
-ARCHS = ("row_lstm", "diagonal_bilstm")
-CELLS = ("lstm", "gru")  # autoreg.nn.CELLS' names, spelt out so that `check` runs without torch
-DIAGONAL_KERNEL = 3  # the only `kernel` the Diagonal BiLSTM accepts (the shared default)
 FIRST_KERNEL = 7
 
 
@@ -68,20 +61,9 @@ class ResidualRecurrent(nn.Module):
 class PixelRNN(nn.Module):
     """image (B, C, H, W) in [0, 1] -> params (B, C * distribution.params_per_channel, H, W)."""
 
-    def __init__(
-        self,
-        image_shape: tuple[int, int, int],
-        distribution,
-        arch: str = "row_lstm",
-        cell: str = "lstm",
-        depth: int = 2,
-        channels: int = 64,
-        kernel: int = 3,
-        head_layers: int = 2,
-        num_classes: int | None = None,
-    ):
+    def __init__(self, image_shape: tuple[int, int, int], distribution, keys: PixelRNNKeys, num_classes: int | None = None):
         super().__init__()
-        c = image_shape[0]
+        c, channels, depth = image_shape[0], keys.channels, keys.depth
         self.image_shape = tuple(image_shape)
         self.distribution = distribution
         self.num_classes = num_classes
@@ -89,12 +71,12 @@ class PixelRNN(nn.Module):
         self.first = MaskedConv2d(c, channels, FIRST_KERNEL, "A", c)
 
         def recurrent() -> nn.Module:
-            if arch == "row_lstm":
-                return RowLSTM(channels, h, kernel, cell, c)
-            return DiagonalBiLSTM(channels, h, cell, c)
+            if keys.arch == "row_lstm":
+                return RowLSTM(channels, h, keys.kernel, keys.cell, c)
+            return DiagonalBiLSTM(channels, h, keys.cell, c)
 
         self.layers = nn.Sequential(*(ResidualRecurrent(recurrent(), channels, c) for _ in range(depth)))
-        self.head = output_head(channels, c * distribution.params_per_channel, c, head_layers)
+        self.head = output_head(channels, c * distribution.params_per_channel, c, keys.head_layers)
         # one bias per recurrent layer input and one for the head's
         self.label_bias = ClassBias(num_classes, channels, depth + 1) if num_classes else None
 
@@ -107,29 +89,6 @@ class PixelRNN(nn.Module):
 
     def fast_stepper(self, batch: int, device, dtype, y: Tensor | None) -> CachedColumns:
         return CachedColumns(self._stages(y), self.image_shape, batch, device, dtype)
-
-
-def check(keys: Mapping[str, Any]) -> None:
-    require_choice("model.arch", keys["arch"], ARCHS)
-    require_choice("model.cell", keys["cell"], CELLS)
-    for key in ("depth", "head_layers"):
-        require_int(f"model.{key}", keys[key])
-    require_int("model.channels", keys["channels"], minimum=2)
-    if keys["channels"] % 2:
-        raise ConfigError(
-            f"model.channels={keys['channels']} is invalid: it must be even "
-            "(2h features, h per gate inside each recurrent layer)"
-        )
-    if keys["arch"] == "row_lstm":
-        require_int("model.kernel", keys["kernel"], odd=True)
-    elif keys["kernel"] != DIAGONAL_KERNEL:
-        raise ConfigError(
-            f"model.kernel={keys['kernel']} is not used by model.arch=diagonal_bilstm (its kernels are fixed: "
-            f"1x1 input-to-state, 2x1 state-to-state); leave it at {DIAGONAL_KERNEL} or use model.arch=row_lstm"
-        )
-
-
-FAMILY = Family(name="pixelrnn", model=PixelRNN, check=check)
 
 
 class _ResidualRecurrent:
