@@ -167,15 +167,15 @@ def test_sweep_report_gets_quality_columns_references_and_rank_correlation(tmp_p
 def test_callback_skips_naive_only_models_and_too_small_data_unless_asked(datamodule):
     from types import SimpleNamespace
 
-    from autoreg.analysis.quality import SampleQuality, resolve_method
+    from autoreg.analysis.quality import SampleQuality, scored_method
     from autoreg.build import build_module
 
     naive_only = build_module(compose_train(["model=pixelcnn_pp", "model.channels=8", "model.nr_resnet=1"])).net
     pixelcnn = build_module(compose_train(["model.channels=8", "model.depth=1"])).net
-    assert resolve_method("auto", naive_only) is None and resolve_method("naive", naive_only) == "naive"
-    assert resolve_method("auto", pixelcnn) == "fast"
+    assert scored_method("auto", naive_only) is None and scored_method("naive", naive_only) == "naive"
+    assert scored_method("auto", pixelcnn) == "fast"
     with pytest.raises(ConfigError, match="callbacks.sample_quality.method=slow"):
-        resolve_method("slow", pixelcnn)
+        scored_method("slow", pixelcnn)
 
     tiny = SimpleNamespace(splits={"test": range(10), "val": range(500)})
     assert SampleQuality()._num(tiny) == 0 and SampleQuality()._num(datamodule) == 400 and SampleQuality(num=7)._num(tiny) == 7

@@ -61,7 +61,7 @@ from autoreg.checkpoint import RUN_IDENTITY_EXEMPT
 from autoreg.config import ConfigError, check_choice, check_int
 from autoreg.errors import CheckpointError, DataError, OutputError, UserError
 from autoreg.module import AutoregressiveModule
-from autoreg.sampling import METHODS, _stepper, resolve_method
+from autoreg.sampling import METHODS, decode, resolve_method, stepper
 
 log = logging.getLogger("autoreg")
 
@@ -168,15 +168,40 @@ class CodingStats:
     nll_bits: float  # -log2 p with the probabilities the coder used, summed over the images (and labels)
 
 
+class _Code:
+    """The decode engine's policy for coding (autoreg.sampling.engine): each sub-pixel coded with
+    the probabilities its params give after the pixel's earlier channels are on the canvas (a head
+    that draws whole pixels gives one step per pixel, coded channel by channel); the code length
+    adds up in `bits`."""
+
+    def __init__(self, coder, distribution, given: Tensor | None, device, dtype):
+        self.coder, self.distribution, self.device, self.dtype = coder, distribution, device, dtype
+        # (H*W, C, B), so that each sub-pixel's B symbols are contiguous
+        self._given = given.flatten(2).permute(2, 1, 0).numpy().astype(np.int32) if given is not None else None
+        self.bits = 0.0
+
+    def sub_pixel(self, params: Tensor, q: int, channel: int, pixel: Tensor) -> Tensor:
+        probs = sub_pixel_probs(self.distribution, params, channel, pixel).double().cpu().numpy()
+        chosen = self.coder.code(probs, self._given[q, channel] if self._given is not None else None)
+        self.bits -= float(np.log2(np.maximum(probs[np.arange(len(chosen)), chosen], TINY)).sum())
+        return torch.from_numpy(chosen).to(self.device, self.dtype) / (self.distribution.levels - 1)
+
+    def pixel(self, params: Tensor, q: int, pixel: Tensor) -> Tensor:
+        for channel in range(pixel.shape[1]):
+            pixel[:, channel] = self.sub_pixel(params, q, channel, pixel)
+        return pixel
+
+    def given(self, params: Tensor, q: int) -> None:
+        raise AssertionError("compression codes every sub-pixel: none is given")
+
+
 def _run_coder(net: nn.Module, coder, num: int, *, images: Tensor | None, labels: Tensor | None, method: str,
                batch_size: int, device: torch.device, progress: bool) -> tuple[Tensor, Tensor | None, float]:
-    """The loop encoding and decoding share: per batch, the labels (conditional models), then every
-    sub-pixel in the model's order, each coded with the probabilities the stepper gives for it after
-    the earlier ones are on its canvas. Returns (images as levels (N, C, H, W) uint8, labels, bits)."""
+    """The loop encoding and decoding share: per batch, the labels (conditional models), then the
+    decode engine over every sub-pixel with the coding policy. Returns (images as levels
+    (N, C, H, W) uint8, labels, bits)."""
     c, h, w = net.image_shape
     distribution = net.distribution
-    levels = distribution.levels
-    joint = getattr(distribution, "joint", False)  # one step per pixel, not per channel
     classes = net.num_classes or 0
     dtype = next(net.parameters()).dtype
     out = torch.empty(num, c, h, w, dtype=torch.uint8)
@@ -184,10 +209,11 @@ def _run_coder(net: nn.Module, coder, num: int, *, images: Tensor | None, labels
     bits = 0.0
     was_training = net.training
     net.eval()
-    bar = tqdm(total=num * h, unit="row", desc="decoding" if images is None else "encoding", disable=not progress)
+    starts = range(0, num, batch_size)
+    bar = tqdm(total=len(starts) * h, unit="row", desc="decoding" if images is None else "encoding", disable=not progress)
     try:
         with torch.inference_mode(), torch.autocast(device.type, enabled=False):
-            for start in range(0, num, batch_size):
+            for start in starts:
                 part = slice(start, min(start + batch_size, num))
                 b = part.stop - start
                 y = None
@@ -197,23 +223,10 @@ def _run_coder(net: nn.Module, coder, num: int, *, images: Tensor | None, labels
                     out_labels[part] = torch.from_numpy(coder.code(uniform, given).astype(np.uint8))
                     bits += b * math.log2(classes)
                     y = out_labels[part].long().to(device)
-                stepper = _stepper(net, method, b, device, dtype, y)
-                pixels = [stepper.canvas[:, :, i, j] for i in range(h) for j in range(w)]
-                # (H*W, C, B), so that each sub-pixel's B symbols are contiguous
-                given_symbols = images[part].flatten(2).permute(2, 1, 0).numpy().astype(np.int32) if images is not None else None
-                symbols = np.empty((b, c, h * w), dtype=np.int32)
-                for q in range(h * w):
-                    for ch in range(c):
-                        if ch == 0 or not joint:
-                            params = stepper.step(q)
-                        probs = sub_pixel_probs(distribution, params, ch, pixels[q]).double().cpu().numpy()
-                        chosen = coder.code(probs, given_symbols[q, ch] if given_symbols is not None else None)
-                        symbols[:, ch, q] = chosen
-                        bits -= float(np.log2(np.maximum(probs[np.arange(b), chosen], TINY)).sum())
-                        pixels[q][:, ch] = torch.from_numpy(chosen).to(device, dtype) / (levels - 1)
-                    if q % w == w - 1:
-                        bar.update(b)
-                out[part] = torch.from_numpy(symbols.astype(np.uint8)).view(b, c, h, w)
+                policy = _Code(coder, distribution, images[part] if images is not None else None, device, dtype)
+                canvas = decode(stepper(net, method, b, device, dtype, y), distribution, policy, bar=bar)
+                bits += policy.bits
+                out[part] = (canvas * (distribution.levels - 1)).round().to(torch.uint8).cpu()
     finally:
         bar.close()
         net.train(was_training)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from autoreg.build import build_datamodule
 from autoreg.config import ConfigError, check_choice, check_int, check_positive
 from autoreg.module import AutoregressiveModule, completion_rows, grid_image
-from autoreg.sampling import METHODS, class_rows, sample as draw
+from autoreg.sampling import METHODS, class_rows, resolve_method, sample as draw
 
 log = logging.getLogger("autoreg")
 
@@ -30,7 +30,7 @@ def sample(cfg: DictConfig) -> Path:
     check_int(cfg, "completions")
     check_int(cfg, "scale")
     check_positive(cfg, "temperature")
-    check_choice(cfg, "sampling.method", METHODS)
+    check_choice(cfg, "sampling.method", ("auto", *METHODS))
     check_choice(cfg, "device", ("auto", "cpu", "cuda"))
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA GPU is available; use device=auto or device=cpu")
@@ -38,7 +38,7 @@ def sample(cfg: DictConfig) -> Path:
     module = AutoregressiveModule.from_checkpoint(cfg.ckpt, map_location=device, key="ckpt")
     net = module.net.to(device)
     label = check_label(cfg.label, net.num_classes, cfg.complete)
-    kwargs = dict(method=cfg.sampling.method, temperature=cfg.temperature, seed=cfg.seed,
+    kwargs = dict(method=resolve_method(net, cfg.sampling.method), temperature=cfg.temperature, seed=cfg.seed,
                   batch_size=cfg.batch_size, progress=cfg.progress)
     ckpt = Path(cfg.ckpt)
     if cfg.complete:

@@ -166,15 +166,13 @@ class QualityReference:
         return self.score(images, self.labels if conditional else None), images
 
 
-def resolve_method(method: str, net: nn.Module) -> str | None:
-    """auto: the fast sampler where the model has one, else None (not scored: too slow by default)."""
-    from autoreg.sampling import METHODS, has_fast_path
+def scored_method(method: str, net: nn.Module) -> str | None:
+    """The sampler sample quality uses (autoreg.sampling.resolve_method), or None where `auto` finds
+    only the naive one: not scored by default, too slow."""
+    from autoreg.sampling import resolve_method
 
-    if method == "auto":
-        return "fast" if has_fast_path(net) else None
-    if method not in METHODS:
-        raise ConfigError(f"callbacks.sample_quality.method={method} is not allowed; choose one of: auto, {', '.join(METHODS)}")
-    return method
+    resolved = resolve_method(net, method, key="callbacks.sample_quality.method")
+    return None if method == "auto" and resolved == "naive" else resolved
 
 
 def tagged(scores: dict[str, float], prefix: str) -> dict[str, float]:
@@ -227,7 +225,7 @@ class SampleQuality(pl.Callback):
         self.prepared = True
         if self.num == 0 or datamodule is None:
             return
-        method = resolve_method(self.method, pl_module.net)
+        method = scored_method(self.method, pl_module.net)
         if method is None:
             log.info("sample quality: not scored, %s has no fast sampler (the naive one costs a full forward pass per "
                      "sub-pixel); set callbacks.sample_quality.method=naive to score anyway", type(pl_module.net).__name__)
@@ -301,7 +299,7 @@ def score_checkpoint(argv: list[str]) -> dict[str, float]:
             raise ConfigError(f"{key}={own[key]} is invalid: it must be an integer") from None
     module = AutoregressiveModule.from_checkpoint(own["ckpt"])
     net = module.net.eval()
-    method = resolve_method(own.get("method", "auto"), net) or "naive"
+    method = scored_method(own.get("method", "auto"), net) or "naive"
     datamodule = build_datamodule(module.hparams.data)
     datamodule.setup("fit")
     classifier, record, path = classifier_for(datamodule, dict(module.hparams.data), own.get("classifier"),

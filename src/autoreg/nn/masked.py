@@ -33,7 +33,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
+
+from autoreg.sampling.columns import Geometry, register_layer
+from autoreg.sampling.engine import FastSamplingUnsupported
 
 
 def channel_groups(num_channels: int, data_channels: int) -> torch.Tensor:
@@ -109,3 +112,58 @@ class MaskedConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", mask_type={self.mask_type}"
+
+
+@register_layer(MaskedConv2d)
+class _MaskedConvColumn:
+    """A MaskedConv2d at one position: gather the unmasked taps, one matrix product.
+
+    Taps whose mask is zero for every channel pair are dropped from the gather and the weight.
+    A layer whose only tap is the centre (1x1) reads just `v`, with no cache.
+    """
+
+    def __init__(self, conv: MaskedConv2d, geometry: Geometry, cache: Tensor | None):
+        if conv.stride != (1, 1) or conv.groups != 1 or any(k % 2 == 0 for k in conv.kernel_size):
+            raise FastSamplingUnsupported(
+                f"fast sampling needs odd kernels, stride 1 and groups 1 ({conv}); use sampling.method=naive"
+            )
+        kh, kw = conv.kernel_size
+        dh, dw = conv.dilation
+        weight = (conv.weight * conv.mask).to(geometry.dtype)
+        taps = [(a, b) for a in range(kh) for b in range(kw) if conv.mask[:, :, a, b].any()]
+        # (taps * C_in, C_out), rows in the order the gather lays out the inputs.
+        self._weight = torch.stack([weight[:, :, a, b] for a, b in taps], 1).flatten(1).t().contiguous()
+        self._bias = conv.bias
+        self._conv = conv
+        self._spatial = taps != [(kh // 2, kw // 2)]
+        if not self._spatial:
+            return
+        b, h, w = geometry.batch, geometry.height, geometry.width
+        self._own_cache = cache is None
+        self._cache = (
+            torch.zeros(b, h * w + 1, conv.in_channels, device=geometry.device, dtype=geometry.dtype)
+            if cache is None
+            else cache
+        )
+        self._pixels = self._cache.unbind(1)
+        i = torch.arange(h).view(h, 1, 1)
+        j = torch.arange(w).view(1, w, 1)
+        rows = i + torch.tensor([(a - kh // 2) * dh for a, _ in taps])
+        cols = j + torch.tensor([(bb - kw // 2) * dw for _, bb in taps])
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+        index = torch.where(inside, rows * w + cols, h * w).view(h * w, len(taps))
+        self._index = index.to(geometry.device).unbind(0)
+
+    def step(self, v: Tensor, q: int) -> Tensor:
+        if self._spatial:
+            if self._own_cache:
+                self._pixels[q].copy_(v)
+            v = torch.index_select(self._cache, 1, self._index[q]).view(v.shape[0], -1)
+        if self._bias is None:
+            return v @ self._weight
+        return torch.addmm(self._bias, v, self._weight)
+
+    def full(self, x: Tensor) -> Tensor:
+        if self._spatial and self._own_cache:
+            self._cache[:, :-1].copy_(x.flatten(2).transpose(1, 2))
+        return self._conv(x)
