@@ -13,8 +13,8 @@ import yaml
 from autoreg.analysis.receptive_field import context_counts, gradient_map, main, pixelcnn_reach
 from autoreg.analysis.report import write_report
 from autoreg.cli import train
-from autoreg.distributions import distribution_for
 from autoreg.families import build_model
+from autoreg.likelihoods import distribution_for
 
 from conftest import read_events
 

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from autoreg.distributions import DiscretizedLogisticMixture, distribution_for
+from autoreg.distributions import DiscretizedLogisticMixture
 from autoreg.errors import ConfigError
-from autoreg.likelihoods import choose
+from autoreg.likelihoods import choose, distribution_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -154,7 +154,7 @@ def test_family_is_found_and_built_from_the_config():
     assert build_module(compose_train(["model=pixelcnn_pp"])).distribution.name == "bernoulli"  # binarized MNIST
     module = build_module(compose_train(["model=pixelcnn_pp", "data=mnist256", "model.nr_logistic_mix=5"]))
     assert module.net.out.out_channels == 15
-    net = build_model({"name": "pixelcnn_pp", "conditional": True}, (3, 8, 8), DiscretizedLogisticMixture(), num_classes=10)
+    net = build_model({"name": "pixelcnn_pp", "conditional": True}, (3, 8, 8), DiscretizedLogisticMixture(10), num_classes=10)
     assert net.num_classes == 10 and net.label_bias is not None
 
 

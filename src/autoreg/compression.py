@@ -30,9 +30,8 @@ File layout (little-endian): `HEADER` fields (magic, model hash, image shape, le
 device, batch size, image count, classes, image CRC), the CRC32 of everything else, then the
 range coder's 32-bit words.
 
-Heads plug in through `distribution.probs` on one channel's params (B, params_per_channel, 1, 1),
-the layout the samplers' `return_probs` uses: p(x = 1) (B, 1, 1, 1) for a binary head, or a table
-over its `levels` values (B, 1, levels, 1, 1).
+Heads plug in through `distribution.table` (autoreg.distributions.Likelihood): the probabilities of
+one sub-pixel's `levels` values given the pixel's earlier channels.
 """
 from __future__ import annotations
 
@@ -117,22 +116,12 @@ def images_crc(images: Tensor, labels: Tensor | None) -> int:
 
 
 def sub_pixel_probs(distribution, params: Tensor, channel: int, pixel: Tensor) -> Tensor:
-    """(B, levels) probabilities of sub-pixel `channel` of a pixel, from the model's params there
-    (B, P) and the pixel's values so far (B, C; channels < `channel` are final). A per-channel head
-    reads its channel's params group: p(x = 1) for a binary head, else a table over its levels. A
-    head that couples the channels itself (`joint`, the logistic mixture) gives every channel's
-    table given the pixel's earlier channels (its `probs(params, x=...)`)."""
-    b = params.shape[0]
-    if getattr(distribution, "joint", False):
-        probs = distribution.probs(params.reshape(b, -1, 1, 1), x=pixel.reshape(b, -1, 1, 1))[:, channel, :, 0, 0]
-    else:
-        k = distribution.params_per_channel
-        probs = distribution.probs(params[:, channel * k : (channel + 1) * k].reshape(b, k, 1, 1)).reshape(b, -1)
-        if probs.shape[1] == 1:  # p(x = 1)
-            probs = torch.cat([1 - probs, probs], 1)
+    """(B, levels) probabilities of sub-pixel `channel` of a pixel (the head's `table`), checked to
+    give one per level."""
+    probs = distribution.table(params, channel, pixel)
     if probs.shape[1] != distribution.levels:
-        raise TypeError(f"{type(distribution).__name__}.probs gave {probs.shape[1]} values per sub-pixel; "
-                        f"coding needs p(x = 1) or one per level ({distribution.levels})")
+        raise TypeError(f"{type(distribution).__name__}.table gave {probs.shape[1]} values per sub-pixel; "
+                        f"coding needs one per level ({distribution.levels})")
     return probs
 
 

@@ -16,7 +16,8 @@ pixel to draw it. Two kinds of head:
 Sampling draws from the same distribution the NLL measures, from given uniform noise `u`: the
 same noise gives the same image, which lets two samplers be compared exactly. `temperature`
 divides the logits (1.0 is the model itself; the mixture also multiplies its scales by it).
-Heads are chosen by name (`model.likelihood`, autoreg.likelihoods; `HEADS` here).
+Every head subclasses `Likelihood`; autoreg.likelihoods.HEADS is the registry by name
+(`model.likelihood`): its bits, whether it is joint, its options.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from autoreg.likelihoods import BITS
+from autoreg.likelihoods import HEADS
 
 
 def bits_per_dim(nll: torch.Tensor, num_dims: int) -> torch.Tensor:
@@ -33,48 +34,79 @@ def bits_per_dim(nll: torch.Tensor, num_dims: int) -> torch.Tensor:
     return nll / (num_dims * math.log(2))
 
 
-class Bernoulli:
-    """p(x_i = 1 | x_<i) = sigmoid(logit_i): binarized images (PixelCNN on binarized MNIST)."""
+class Likelihood:
+    """The interface of every head (module docstring). `name` is its key in
+    autoreg.likelihoods.HEADS; the defaults here are a per-channel head's."""
 
-    name = "bernoulli"
-    joint = False
-    params_per_channel = 1
-    levels = 2
+    name: str
+    levels: int  # values a sub-pixel takes
+    params_per_channel: int  # per-channel heads: params per sub-pixel
+
+    @property
+    def joint(self) -> bool:
+        """Draws whole pixels from params that depend on earlier pixels only (autoreg.likelihoods)."""
+        return HEADS[self.name].joint
 
     def num_params(self, channels: int) -> int:
+        """Channels of params a C-channel image needs."""
         return self.params_per_channel * channels
 
     def noise_channels(self, channels: int) -> int:
+        """Uniforms per pixel that `sample` draws a C-channel pixel from."""
         return channels
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x) per image in nats, (B,)."""
+        raise NotImplementedError
+
+    def probs(self, params: torch.Tensor, temperature: float = 1.0, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The probabilities the head draws with (a joint head's given the pixels' earlier channels in `x`)."""
+        raise NotImplementedError
+
+    def sample(self, params: torch.Tensor, u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] drawn from params with the uniforms `u`."""
+        raise NotImplementedError
+
+    def table(self, params: torch.Tensor, channel: int, pixel: torch.Tensor) -> torch.Tensor:
+        """(B, levels) probabilities of sub-pixel `channel` of a pixel, from the params there (B, P)
+        and the pixel's values so far (B, C; channels < `channel` final): what a range coder codes
+        with (autoreg.compression). A per-channel head reads its channel's params group."""
+        b, k = params.shape[0], self.params_per_channel
+        return self.probs(params[:, channel * k : (channel + 1) * k].reshape(b, k, 1, 1)).reshape(b, -1)
+
+
+class Bernoulli(Likelihood):
+    """p(x_i = 1 | x_<i) = sigmoid(logit_i): binarized images (PixelCNN on binarized MNIST)."""
+
+    name = "bernoulli"
+    params_per_channel = 1
+    levels = 2
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         bce = F.binary_cross_entropy_with_logits(params.float(), x.float(), reduction="none")
         return bce.flatten(1).sum(1)
 
-    def probs(self, params: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    def probs(self, params: torch.Tensor, temperature: float = 1.0, x: torch.Tensor | None = None) -> torch.Tensor:
         """p(x = 1) per sub-pixel, shape (B, C, H, W)."""
         return torch.sigmoid(params.float() / temperature)
+
+    def table(self, params: torch.Tensor, channel: int, pixel: torch.Tensor) -> torch.Tensor:
+        p = super().table(params, channel, pixel)  # p(x = 1)
+        return torch.cat([1 - p, p], 1)
 
     def sample(self, params: torch.Tensor, u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         return (u < self.probs(params, temperature)).float()
 
 
-class Categorical:
+class Categorical(Likelihood):
     """A 256-way softmax per sub-pixel (PixelRNN paper, sec. 5.3): 8-bit images, any number of
     channels, channel-autoregressive within a pixel through the masks."""
 
     name = "categorical"
-    joint = False
 
     def __init__(self, levels: int = 256):
         self.levels = levels
         self.params_per_channel = levels
-
-    def num_params(self, channels: int) -> int:
-        return self.params_per_channel * channels
-
-    def noise_channels(self, channels: int) -> int:
-        return channels
 
     def _logits(self, params: torch.Tensor) -> torch.Tensor:
         b, _, h, w = params.shape
@@ -85,7 +117,7 @@ class Categorical:
         ce = F.cross_entropy(self._logits(params).transpose(1, 2), target, reduction="none")
         return ce.flatten(1).sum(1)
 
-    def probs(self, params: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    def probs(self, params: torch.Tensor, temperature: float = 1.0, x: torch.Tensor | None = None) -> torch.Tensor:
         """Probabilities of every level, shape (B, C, K, H, W)."""
         return torch.softmax(self._logits(params) / temperature, dim=2)
 
@@ -95,7 +127,7 @@ class Categorical:
         return level.float() / (self.levels - 1)
 
 
-class DiscretizedLogisticMixture:
+class DiscretizedLogisticMixture(Likelihood):
     """PixelCNN++'s likelihood (Salimans et al. 2017, arXiv 1701.05517, sec. 2.1-2.2; reference code
     openai/pixel-cnn, `discretized_mix_logistic_loss`): each pixel is a mixture of K components
     shared by its channels; in component k, channel c is a logistic of scale s_kc around
@@ -121,7 +153,6 @@ class DiscretizedLogisticMixture:
     """
 
     name = "logistic_mixture"
-    joint = True
     levels = 256
     # log-scale bounds (NOTE: the reference clamps below at -7 only). Below -7 the scale is ~1/9 of
     # a bin (the distribution is then one level, no sharper one is needed); above 7 the logistic
@@ -129,7 +160,7 @@ class DiscretizedLogisticMixture:
     # 2/255 / s underflows fp32. Inside the bounds every term below stays finite.
     LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 7.0
 
-    def __init__(self, nr_logistic_mix: int = 10):
+    def __init__(self, nr_logistic_mix: int):
         self.nr_logistic_mix = nr_logistic_mix
 
     def num_params(self, channels: int) -> int:
@@ -223,6 +254,10 @@ class DiscretizedLogisticMixture:
         log_all = self._log_prob(mean.unsqueeze(3), log_scales.unsqueeze(3), grid)  # (B, C, K, 256, H, W)
         return torch.logsumexp(log_w.unsqueeze(3) + log_all, dim=2).exp()
 
+    def table(self, params: torch.Tensor, channel: int, pixel: torch.Tensor) -> torch.Tensor:
+        b = params.shape[0]
+        return self.probs(params.reshape(b, -1, 1, 1), x=pixel.reshape(b, -1, 1, 1))[:, channel, :, 0, 0]
+
     def sample(self, params: torch.Tensor, u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Whole pixels (B, C, H, W) in [0, 1] from params (B, num_params(C), H, W) and uniforms u
         (B, K + C, H, W) in [0, 1): u[:, :K] choose the component, u[:, K + c] draws channel c."""
@@ -247,33 +282,3 @@ class DiscretizedLogisticMixture:
             # clamp in the [-1, 1] scale first: +-inf (u = 0) then lands on the edge levels
             drawn.append(((z.clamp(-1, 1) + 1) * 127.5).round())
         return torch.stack(drawn, 1) / 255
-
-
-HEADS = {"bernoulli": Bernoulli, "categorical": Categorical, "logistic_mixture": DiscretizedLogisticMixture}
-DEFAULTS = {1: "bernoulli", 8: "categorical"}  # the head for data of these bits when none is named
-
-
-def distribution_for(bits: int, likelihood: str | None = None, **options):
-    """The likelihood head `likelihood` names, built with `options` (e.g. nr_logistic_mix); None: the
-    default for `bits`-bit data (1: Bernoulli, 8: Categorical). A head that cannot model `bits`-bit
-    data is a ValueError."""
-    if likelihood is None:
-        if bits not in DEFAULTS:
-            raise ValueError(f"no likelihood head for {bits}-bit data; allowed: {', '.join(map(str, DEFAULTS))}")
-        likelihood = DEFAULTS[bits]
-    if likelihood not in HEADS:
-        raise ValueError(f"likelihood={likelihood!r} is not a head; choose one of: {', '.join(HEADS)}")
-    if BITS[likelihood] != bits:
-        raise ValueError(f"the {likelihood} head models {BITS[likelihood]}-bit data, not {bits}-bit data")
-    return HEADS[likelihood](**options)
-
-
-def distribution_from_config(model_cfg, bits: int):
-    """The head a model config asks for on `bits`-bit data: `model.likelihood` and its options,
-    checked against the family and the data (autoreg.likelihoods.choose: one line if they do not fit)."""
-    from autoreg.likelihoods import choose
-    from autoreg.families import family
-
-    found = family(model_cfg["name"])
-    name, options = choose(model_cfg, found.NAME, found.LIKELIHOODS, bits)
-    return distribution_for(bits, name, **options)

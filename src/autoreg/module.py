@@ -1,5 +1,5 @@
 """The LightningModule: exact NLL loss, metrics in nats per image and bits per dimension, the
-optimizer, and the sample grids logged to TensorBoard.
+optimizer (the training callbacks, the sample grids among them, are in autoreg.callbacks).
 
 It knows the network only through its interface (`net(x, y) -> params`, `net.distribution`), so
 every model family trains the same way.
@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from torchvision.utils import make_grid
 
-from autoreg.checkpoint import load_checkpoint
-from autoreg.compat import logged_step
-from autoreg.distributions import bits_per_dim, distribution_from_config
+from autoreg.checkpoint import load_checkpoint, rng_state, set_rng_state
+from autoreg.distributions import bits_per_dim
 from autoreg.errors import CheckpointError, TrainingDivergedError
 from autoreg.families import build_model
+from autoreg.likelihoods import distribution_from_config
 
 log = logging.getLogger(__name__)
 
@@ -217,113 +214,3 @@ class AutoregressiveModule(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, int(total)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def rng_state() -> dict[str, Any]:
-    """The global RNG states, in types that `torch.load(weights_only=True)` accepts."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-
-
-def grid_image(images: torch.Tensor, nrow: int, scale: int = 1) -> torch.Tensor:
-    """A (C, H', W') grid of `images` (N, C, H, W), grey padding, each pixel repeated `scale` x
-    `scale` times (nearest neighbour, so strokes stay sharp at TensorBoard's card size)."""
-    grid = make_grid(images.float().cpu(), nrow=nrow, pad_value=0.5)
-    return grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
-
-
-def completion_rows(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, completions: int, y=None, **kwargs) -> torch.Tensor:
-    """Rows of [original, bottom half hidden, `completions` redrawn bottom halves] for the images
-    `x` (N, C, H, W) in [0, 1] (the PixelRNN paper's fig. 1 layout). A conditional model completes
-    each image for label `y`, or for its own label (`labels`) when None. `kwargs` go to the sampler."""
-    from autoreg.sampling import sample
-
-    device = next(net.parameters()).device
-    known_mask = torch.zeros_like(x, dtype=torch.bool)
-    known_mask[:, :, : x.shape[2] // 2] = True
-    if getattr(net, "num_classes", None) and y is None:
-        y = labels.repeat_interleave(completions).to(device)
-    filled = sample(net, known=x.repeat_interleave(completions, 0).to(device),
-                    known_mask=known_mask.repeat_interleave(completions, 0).to(device), y=y, **kwargs).cpu()
-    hidden = torch.where(known_mask, x, torch.full_like(x, 0.5))
-    rows = [torch.cat([x[i : i + 1], hidden[i : i + 1], filled[i * completions : (i + 1) * completions]]) for i in range(len(x))]
-    return torch.cat(rows)
-
-
-class FinalValidation(pl.Callback):
-    """Validate after the last step when `trainer.max_steps` ends training mid-epoch: without it the
-    run's val/nll, metrics.json and best.ckpt would describe an earlier step. Lightning validates
-    whenever training is asked to stop (`trainer.should_stop`, as early stopping does), so the last
-    step asks; a step that ends an epoch validates once, as always."""
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
-            trainer.should_stop = True
-
-
-class SampleGrid(pl.Callback):
-    """Logs a grid of `num` samples (`val/samples` in TensorBoard) at the end of every validation,
-    drawn with the same sampler as sample.py and a fixed seed, so grids compare across steps; for
-    a class-conditional model, one row of ceil(num / classes) samples per class. Beside it,
-    `val/completions`: the first `completions` validation images with their bottom halves redrawn
-    twice (sample.py complete=true's layout). Pixels are shown `scale` x `scale` (nearest
-    neighbour). `method=auto` uses the fast sampler where the model has one, else the naive one
-    (both draw from the same distribution), and says which in the log."""
-
-    COMPLETIONS_PER_IMAGE = 2
-
-    def __init__(self, num: int = 16, method: str = "auto", temperature: float = 1.0, seed: int = 0, scale: int = 3,
-                 completions: int = 4):
-        self.num, self.method, self.temperature, self.seed, self.scale = num, method, temperature, seed, scale
-        self.completions = completions
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: AutoregressiveModule) -> None:
-        from autoreg.sampling import resolve_method
-
-        if self.method == "auto":
-            self.method = resolve_method(pl_module.net, self.method)
-            log.info("sample grids: %s sampler for %s", self.method, type(pl_module.net).__name__)
-
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: AutoregressiveModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or trainer.logger is None:
-            return
-        # the step Lightning logs val/nll at, so grids line up with it and a resumed run can tell
-        # which grids it will log again (autoreg.checkpoint.logged_before)
-        step = logged_step(trainer)
-        if self.num > 0:
-            trainer.logger.experiment.add_image("val/samples", self._samples(pl_module), step)
-        datamodule = trainer.datamodule
-        if self.completions > 0 and datamodule is not None and "val" in getattr(datamodule, "splits", {}):
-            val = datamodule.splits["val"]
-            x, labels = datamodule.on_after_batch_transfer(val[torch.arange(min(self.completions, len(val)))], 0)
-            rows = completion_rows(pl_module.net, x.cpu(), labels.cpu(), self.COMPLETIONS_PER_IMAGE, method=self.method,
-                                   temperature=self.temperature, seed=self.seed)
-            trainer.logger.experiment.add_image("val/completions", grid_image(rows, 2 + self.COMPLETIONS_PER_IMAGE, self.scale), step)
-
-    def _samples(self, pl_module: AutoregressiveModule) -> torch.Tensor:
-        from autoreg.sampling import class_rows, sample
-
-        net = pl_module.net
-        classes = getattr(net, "num_classes", None)
-        if classes:  # one row per class
-            y = class_rows(classes, self.num).to(pl_module.device)
-            num, nrow = len(y), len(y) // classes
-        else:
-            y, num, nrow = None, self.num, int(math.ceil(math.sqrt(self.num)))
-        images = sample(net, num, y=y, method=self.method, temperature=self.temperature, seed=self.seed)
-        return grid_image(images, nrow, self.scale)

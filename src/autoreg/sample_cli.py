@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 
 from autoreg.build import build_datamodule
 from autoreg.config import ConfigError, check_choice, check_int, check_positive
-from autoreg.module import AutoregressiveModule, completion_rows, grid_image
+from autoreg.module import AutoregressiveModule
+from autoreg.sampling.grids import completion_rows, grid_image
 from autoreg.sampling import METHODS, class_rows, resolve_method, sample as draw
 
 log = logging.getLogger("autoreg")

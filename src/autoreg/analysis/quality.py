@@ -283,7 +283,8 @@ class SampleQuality(pl.Callback):
 def score_checkpoint(argv: list[str]) -> dict[str, float]:
     """The CLI's work: load the checkpoint, score it, print and save the scores and a grid."""
     from autoreg.build import build_datamodule
-    from autoreg.module import AutoregressiveModule, grid_image
+    from autoreg.module import AutoregressiveModule
+    from autoreg.sampling.grids import grid_image
 
     allowed = ("ckpt", "num", "seed", "method", "classifier", "classifier_dir", "out")
     own, unknown = split_own_keys(argv, allowed)

@@ -234,7 +234,7 @@ def receptive_field_figure(argv: list[str]) -> Path:
     from autoreg.build import build_datamodule
     from autoreg.config import job_dirname, validate
     from autoreg.data import IMAGE_SHAPES
-    from autoreg.distributions import distribution_from_config
+    from autoreg.likelihoods import distribution_from_config
     from autoreg.families import build_model
     from autoreg.module import AutoregressiveModule
 

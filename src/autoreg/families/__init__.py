@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from autoreg.config import require_labels
 from autoreg.errors import ConfigError
-from autoreg.likelihoods import OPTIONS, option_defaults
+from autoreg.likelihoods import HEADS, OPTION_KEYS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -57,7 +57,7 @@ class Family:
     def config(cls) -> dict[str, Any]:
         """Hydra's `model=<NAME>` node: the name, the declared keys, the head and its options' defaults, the core keys."""
         keys = {f.name: f.default for f in dataclasses.fields(cls)}
-        options = {k: v for head in cls.LIKELIHOODS for k, v in option_defaults(head).items()}
+        options = {k: v for head in cls.LIKELIHOODS for k, v in HEADS[head].options.items()}
         return {"name": cls.NAME, **keys, "likelihood": CORE_DEFAULTS["likelihood"], **options,
                 "compile": CORE_DEFAULTS["compile"], "conditional": CORE_DEFAULTS["conditional"]}
 
@@ -91,8 +91,7 @@ def family(name: str) -> type[Family]:
 
 def model_keys(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The network's keys in a model config (not the core keys nor the head's options)."""
-    options = {key for keys in OPTIONS.values() for key in keys}
-    return {k: v for k, v in dict(model_cfg).items() if k != "name" and k not in CORE_DEFAULTS and k not in options}
+    return {k: v for k, v in dict(model_cfg).items() if k != "name" and k not in CORE_DEFAULTS and k not in OPTION_KEYS}
 
 
 def declared(model_cfg: Mapping[str, Any]) -> Family:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from autoreg.config import require_int
 from autoreg.errors import ConfigError
 from autoreg.families import Family
-from autoreg.likelihoods import JOINT
+from autoreg.likelihoods import HEADS
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class PixelCNNppKeys(Family):
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ConfigError(f"model.dropout={dropout} is invalid: it must be a number in [0, 1)")
         c = image_shape[0]
-        if c > 1 and likelihood not in JOINT:
+        if c > 1 and not HEADS[likelihood].joint:
             raise ConfigError(
                 f"model.likelihood={likelihood} cannot model {c}-channel images with model=pixelcnn_pp: its network "
                 "sees earlier pixels only, not a pixel's earlier channels; use model.likelihood=logistic_mixture"

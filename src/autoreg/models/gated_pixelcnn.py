@@ -118,7 +118,7 @@ class GatedLayer(nn.Module):
 
 
 class GatedPixelCNN(nn.Module):
-    """image (B, C, H, W) in [0, 1] -> params (B, C * distribution.params_per_channel, H, W)."""
+    """image (B, C, H, W) in [0, 1] -> params (B, distribution.num_params(C), H, W)."""
 
     def __init__(self, image_shape: tuple[int, int, int], distribution, keys: GatedPixelCNNKeys, num_classes: int | None = None):
         super().__init__()
@@ -130,7 +130,7 @@ class GatedPixelCNN(nn.Module):
             GatedLayer(c if n == 0 else channels, channels, keys.kernel, c, first=n == 0, last=n == depth - 1)
             for n in range(depth)
         )
-        self.head = output_head(channels, c * distribution.params_per_channel, c, keys.head_layers)
+        self.head = output_head(channels, distribution.num_params(c), c, keys.head_layers)
         # per layer: the vertical stack's bias, then the horizontal stack's
         self.label_bias = ClassBias(num_classes, 2 * channels, 2 * depth) if num_classes else None
 

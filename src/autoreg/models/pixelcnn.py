@@ -59,7 +59,7 @@ def output_head(channels: int, out_channels: int, data_channels: int, layers: in
 
 
 class PixelCNN(nn.Module):
-    """image (B, C, H, W) in [0, 1] -> params (B, C * distribution.params_per_channel, H, W)."""
+    """image (B, C, H, W) in [0, 1] -> params (B, distribution.num_params(C), H, W)."""
 
     def __init__(self, image_shape: tuple[int, int, int], distribution, keys: PixelCNNKeys, num_classes: int | None = None):
         super().__init__()
@@ -70,7 +70,7 @@ class PixelCNN(nn.Module):
         self.first = MaskedConv2d(c, channels, keys.first_kernel, "A", c)
         block = ResidualBlock if keys.residual else PlainBlock
         self.blocks = nn.Sequential(*(block(channels, keys.kernel, c, keys.dilation) for _ in range(depth)))
-        self.head = output_head(channels, c * distribution.params_per_channel, c, keys.head_layers)
+        self.head = output_head(channels, distribution.num_params(c), c, keys.head_layers)
         # one bias per block input and one for the head's
         self.label_bias = ClassBias(num_classes, channels, depth + 1) if num_classes else None
 

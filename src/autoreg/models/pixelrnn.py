@@ -49,7 +49,7 @@ class ResidualRecurrent(nn.Module):
 
 
 class PixelRNN(nn.Module):
-    """image (B, C, H, W) in [0, 1] -> params (B, C * distribution.params_per_channel, H, W)."""
+    """image (B, C, H, W) in [0, 1] -> params (B, distribution.num_params(C), H, W)."""
 
     def __init__(self, image_shape: tuple[int, int, int], distribution, keys: PixelRNNKeys, num_classes: int | None = None):
         super().__init__()
@@ -66,7 +66,7 @@ class PixelRNN(nn.Module):
             return DiagonalBiLSTM(channels, h, keys.cell, c)
 
         self.layers = nn.Sequential(*(ResidualRecurrent(recurrent(), channels, c) for _ in range(depth)))
-        self.head = output_head(channels, c * distribution.params_per_channel, c, keys.head_layers)
+        self.head = output_head(channels, distribution.num_params(c), c, keys.head_layers)
         # one bias per recurrent layer input and one for the head's
         self.label_bias = ClassBias(num_classes, channels, depth + 1) if num_classes else None
 

@@ -180,9 +180,7 @@ class _Draw:
 
     def table(self, params: Tensor, x: Tensor) -> Tensor:
         """The head's probabilities for params (B, P, H', W') (a joint head's given the pixels `x`)."""
-        if self.distribution.joint:
-            return self.distribution.probs(params, self.temperature, x)
-        return self.distribution.probs(params, self.temperature)
+        return self.distribution.probs(params, self.temperature, x)
 
     def _keep_given(self, value: Tensor, q: int, channels: slice) -> Tensor:
         if self.known is None:
