@@ -8,10 +8,11 @@ import torch
 from hydra.utils import instantiate
 
 from autoreg.build import build_datamodule
-from autoreg import config
-from autoreg.config import resolve_precision, resolve_trainer, validate
+from autoreg.config import validate
 from autoreg.data import IMAGE_SHAPES
 from autoreg.module import AutoregressiveModule
+from autoreg import trainer_config
+from autoreg.trainer_config import resolve_precision, resolve_trainer
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_train
@@ -85,7 +86,7 @@ def test_lab_preset_is_the_labs_network():
 @pytest.mark.parametrize("accelerator,cuda,device", [("auto", False, "cpu"), ("auto", True, "cuda"), ("cpu", True, "cpu"), ("gpu", True, "cuda")])
 def test_precision_auto_picks_bf16_only_where_it_is_fast(fast, accelerator, cuda, device, monkeypatch):
     asked = []
-    monkeypatch.setattr(config, "fast_bf16", lambda d: asked.append(d) or fast)
+    monkeypatch.setattr(trainer_config, "fast_bf16", lambda d: asked.append(d) or fast)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     cfg = compose_train([f"trainer.accelerator={accelerator}"])
     assert cfg.trainer.precision == "auto"  # the default
@@ -97,6 +98,6 @@ def test_precision_auto_picks_bf16_only_where_it_is_fast(fast, accelerator, cuda
 
 
 def test_precision_chosen_by_the_user_is_kept(monkeypatch):
-    monkeypatch.setattr(config, "fast_bf16", lambda device: True)
+    monkeypatch.setattr(trainer_config, "fast_bf16", lambda device: True)
     cfg = compose_train(["trainer.precision=32-true"])
     assert resolve_precision(cfg) is None and cfg.trainer.precision == "32-true"

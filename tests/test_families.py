@@ -14,8 +14,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from autoreg.build import build
-from autoreg.config import ConfigError, validate
+from autoreg.config import validate
 from autoreg.distributions import Bernoulli, Categorical
+from autoreg.errors import ConfigError
 from autoreg.families import build_model, family, names
 from autoreg.sampling import has_fast_path, sample
 
@@ -180,7 +181,7 @@ def test_label_on_an_unconditional_model_is_one_line(tiny_cfg, tmp_path):
 TINY_FAMILY = '''
 from dataclasses import dataclass
 
-from autoreg.config import require_int
+from autoreg.checks import require_int
 from autoreg.families import Family
 
 

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from autoreg.analysis.receptive_field import context_counts, gradient_map
-from autoreg.config import ConfigError, validate
+from autoreg.config import validate
 from autoreg.distributions import Bernoulli, Categorical
+from autoreg.errors import ConfigError
 from autoreg.families import build_model, family
 from autoreg.families.gated_pixelcnn import GatedPixelCNNKeys
 from autoreg.families.pixelcnn import PixelCNNKeys

@@ -12,8 +12,10 @@ import torch
 from hydra import compose, initialize
 from PIL import Image
 
-from autoreg.config import ConfigError, validate
+from autoreg.config import validate
+
 from autoreg.distributions import Bernoulli, Categorical, DiscretizedLogisticMixture
+from autoreg.errors import ConfigError
 from autoreg.families import build_model, family
 from autoreg.families.pixelcnn_pp import PixelCNNppKeys
 from autoreg.models.pixelcnn_pp import PixelCNNpp

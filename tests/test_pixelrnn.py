@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autoreg.config import ConfigError
 from autoreg.distributions import Bernoulli, Categorical
+from autoreg.errors import ConfigError
 from autoreg.families import build_model
 from autoreg.families.pixelrnn import PixelRNNKeys
 from autoreg.models.pixelrnn import FIRST_KERNEL, PixelRNN

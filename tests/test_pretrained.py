@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from autoreg import pretrained
+from autoreg.checkpoint import export_pretrained
 from autoreg.errors import CheckpointError
 from autoreg.module import AutoregressiveModule
 
@@ -54,7 +55,7 @@ def test_export_round_trips_and_a_foreign_format_is_one_line(tmp_path):
     run = tmp_path / "run"
     train(compose_train(TINY + ["callbacks.samples.num=0", "optim.ema_decay=0.9"], run))
     ckpt = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
-    path = pretrained.export(ckpt, "tiny", {"test_nll": 1.0}, directory=tmp_path)
+    path = export_pretrained(ckpt, "tiny", {"test_nll": 1.0}, directory=tmp_path)
     module = AutoregressiveModule.from_checkpoint(str(path))
     for k, v in module.state_dict().items():
         assert torch.equal(v, ckpt["state_dict"][k].float())  # the evaluated (average) weights, fp32

@@ -17,9 +17,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from autoreg.checkpoint import AtomicCheckpointIO, load_checkpoint
 from autoreg.cli import train
-from autoreg.config import ConfigError
 from autoreg.data.datamodule import ShardedBatches
-from autoreg.errors import CheckpointError, DataError, OutputError, TrainingDivergedError
+from autoreg.errors import CheckpointError, ConfigError, DataError, OutputError, TrainingDivergedError
 from autoreg.module import AutoregressiveModule
 
 from conftest import ROOT, TINY, compose_train, read_events, write_idx, write_tiny_mnist

@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from autoreg.config import ConfigError, validate
+from autoreg.config import validate
+
+from autoreg.errors import ConfigError
 from autoreg.families import names
 
 from conftest import ROOT, compose_train
@@ -100,7 +102,7 @@ def test_group_options_of_a_sweep_and_presets_are_checked():
 
 
 def test_long_sweep_job_names_are_cut_and_unique():
-    from autoreg.config import job_dirname
+    from autoreg.run_dirs import job_dirname
 
     a, b = "x" * 300 + "model.kernel=3", "x" * 300 + "model.kernel=5"
     assert job_dirname("model.kernel=3") == "model.kernel=3"

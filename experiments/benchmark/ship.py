@@ -18,6 +18,7 @@ import torch
 
 from autoreg import pretrained
 from autoreg.build import build_datamodule
+from autoreg.checkpoint import export_pretrained
 from autoreg.module import AutoregressiveModule
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +56,7 @@ def main() -> None:
               "cpu_hours_to_last_segment": round(cpu_s / 3600, 2), "commit": commit, "run": f"experiments/benchmark/runs/{args.run}",
               "binarization": "fixed (data=binarized_mnist, Larochelle & Murray 2011)",
               "weights": "EMA average" if "current_model_state" in ckpt else "trained"}
-    path = pretrained.export({**ckpt, "hyper_parameters": hp}, args.name or args.run, record)
+    path = export_pretrained({**ckpt, "hyper_parameters": hp}, args.name or args.run, record)
     print(f"{path} ({path.stat().st_size / 1e6:.2f} MB): test NLL {nll:.2f} nats ({record['test_bpd']:.4f} bits/dim), "
           f"first {FIRST}: {first:.2f}, step {record['steps']}")
 

@@ -44,7 +44,7 @@ def throughput(candidates: dict[str, list[str]], windows: int, steps: int) -> di
     """Training images/s of each candidate: median over `windows` rounds, candidates interleaved,
     at the precision training will use (`trainer.precision=auto` resolved on this machine)."""
     from autoreg.build import build
-    from autoreg.config import resolve_precision
+    from autoreg.trainer_config import resolve_precision
 
     setups = {}
     for name, overrides in candidates.items():

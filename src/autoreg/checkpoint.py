@@ -19,6 +19,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -34,9 +35,9 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
+from autoreg import pretrained
 from autoreg.compat import ResumableModelCheckpoint, checkpoint_logged_step, request_stop
-from autoreg.config import ConfigError
-from autoreg.errors import CheckpointError, OutputError, first_line
+from autoreg.errors import CheckpointError, ConfigError, OutputError, first_line
 from autoreg.run_dirs import LAST, run_dir_checkpoint
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", key: str
     """An autoreg checkpoint (or a shipped model, by name: autoreg.pretrained) as a dict, loaded with
     `weights_only=True`. `key` names the config key that pointed at it (for the message);
     `training_state` also requires what resuming needs."""
-    from autoreg import pretrained
-
     path = pretrained.resolve(path)
     try:
         with open(path, "rb") as f:
@@ -330,3 +329,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
+
+
+def export_pretrained(ckpt: dict[str, Any], name: str, record: dict[str, Any], directory: Path = pretrained.HERE) -> Path:
+    """Write `ckpt`'s evaluated weights (fp32) and hparams as shipped model `name`, and its
+    manifest entry (`record` plus the file, family, format and parameter count): autoreg.pretrained."""
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    path = Path(directory) / f"{name}.pt"
+    AtomicCheckpointIO().save_checkpoint({"autoreg_format": pretrained.FORMAT, "state_dict": state,
+                                          "hyper_parameters": ckpt["hyper_parameters"]}, path)
+    hp = ckpt["hyper_parameters"]
+    entries_file = Path(directory) / "manifest.json"
+    entries = json.loads(entries_file.read_text()) if entries_file.is_file() else {}
+    entries[name] = {"file": path.name, "format": pretrained.FORMAT, "family": hp["model"]["name"], "model": hp["model"],
+                     "data": hp["data"]["name"], "params": int(sum(v.numel() for v in state.values())),
+                     "bytes": path.stat().st_size, **record}
+    entries_file.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+    return path

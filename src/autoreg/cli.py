@@ -24,15 +24,17 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from autoreg.build import build
 from autoreg.callbacks import weight_averaging
 from autoreg.checkpoint import RunCheckpoint, prepare_resume
+from autoreg.checks import check_int
 from autoreg.compat import relaunches_command
-from autoreg.config import ConfigError, check_int, resolve_trainer, validate
+from autoreg.config import validate
 from autoreg.distributed import StallGuard, run_before_launch
-from autoreg.errors import UserError, exit_with_one_line
+from autoreg.errors import ConfigError, UserError, exit_with_one_line
 from autoreg.hparams import count_parameters, flat_hparams, log_config_text, log_hparams, swept_keys
 from autoreg.log_filters import install_log_filters
 from autoreg.run_dirs import ensure_writable, trial_name
 from autoreg.sample_cli import sample
 from autoreg.summary import run_summary
+from autoreg.trainer_config import resolve_trainer
 
 log = logging.getLogger("autoreg")
 
@@ -165,3 +167,15 @@ def train_main(cfg: DictConfig) -> float:
     """train.py's task: returns the final val/nll, the metric sweepers minimise."""
     metrics, _ = run(train, cfg)
     return metrics.get("val/nll", math.nan)
+
+
+def split_own_keys(argv: list[str], keys: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """A tool's own `key=value` arguments (`keys`), and the rest (config overrides) in their order."""
+    own, rest = {}, []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in keys:
+            own[key] = value
+        else:
+            rest.append(arg)
+    return own, rest

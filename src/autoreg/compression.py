@@ -57,8 +57,8 @@ from tqdm.auto import tqdm
 
 from autoreg.build import build_datamodule
 from autoreg.checkpoint import RUN_IDENTITY_EXEMPT
-from autoreg.config import ConfigError, check_choice, check_int
-from autoreg.errors import CheckpointError, DataError, OutputError, UserError
+from autoreg.checks import check_choice, check_int
+from autoreg.errors import CheckpointError, ConfigError, DataError, OutputError, UserError
 from autoreg.module import AutoregressiveModule
 from autoreg.sampling import METHODS, decode, resolve_method, stepper
 

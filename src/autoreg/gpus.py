@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from autoreg.config import require_int
+from autoreg.checks import require_int
 from autoreg.errors import ConfigError
 
 log = logging.getLogger("autoreg")

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoreg.config import require_int
+from autoreg.checks import require_int
 from autoreg.errors import ConfigError
 
 
@@ -85,13 +85,3 @@ def distribution_for(bits: int, likelihood: str | None = None, **options):
         raise ValueError(f"the {likelihood} head models {head.bits}-bit data, not {bits}-bit data")
     module, _, name = head.implementation.partition(":")
     return getattr(importlib.import_module(module), name)(**{**head.options, **options})
-
-
-def distribution_from_config(model_cfg: Mapping[str, Any], bits: int):
-    """The head a model config asks for on `bits`-bit data: `model.likelihood` and its options,
-    checked against the family and the data (`choose`: one line if they do not fit)."""
-    from autoreg.families import family
-
-    found = family(model_cfg["name"])
-    name, options = choose(model_cfg, found.NAME, found.LIKELIHOODS, bits)
-    return distribution_for(bits, name, **options)

@@ -28,8 +28,7 @@ import torch
 from autoreg.checkpoint import load_checkpoint, rng_state, set_rng_state
 from autoreg.distributions import bits_per_dim
 from autoreg.errors import CheckpointError, TrainingDivergedError
-from autoreg.families import build_model
-from autoreg.likelihoods import distribution_from_config
+from autoreg.families import build_model, distribution_from_config
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,9 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
-from autoreg.run_dirs import ensure_writable, run_dir_checkpoint
-from autoreg.config import ConfigError
-from autoreg.errors import UserError, exit_with_one_line
+from autoreg.errors import ConfigError, UserError, exit_with_one_line
 from autoreg.gpus import require_gpu
+from autoreg.run_dirs import ensure_writable, run_dir_checkpoint
 
 
 class Preflight(HydraCallback):

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 
 def register_resolvers() -> None:
-    from autoreg.config import job_dirname
+    from autoreg.run_dirs import job_dirname
     from autoreg.run_dirs import config_subdir, run_dir, run_name
 
     resolvers = (("job_dirname", job_dirname), ("autoreg_run_dir", run_dir), ("autoreg_config_subdir", config_subdir),

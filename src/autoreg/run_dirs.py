@@ -5,6 +5,7 @@ resolvers of conf/train.yaml),
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -68,8 +69,6 @@ NEW_RUN_NAME = re.compile(r"^(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)_(.+)$")
 def run_name(model_name: str, overrides: str) -> str:
     """A single run's dir name after its start time: the model and the command line's overrides
     (`pixelrnn_model.cell=gru`), so that TensorBoard's run list says what each run is."""
-    from autoreg.config import job_dirname
-
     rest = re.sub(r"(^|,)model=[^,]*", "", overrides).strip(",")
     return job_dirname(f"{model_name}_{rest}" if rest else model_name, max_len=100)
 
@@ -82,3 +81,12 @@ def trial_name(output_dir: Path) -> str:
     if match:
         return f"{match[2]} ({match[1]})"
     return f"{output_dir.name} ({output_dir.parent.name})"
+
+
+def job_dirname(overrides: str, max_len: int = 120) -> str:
+    """A sweep job's directory (and TensorBoard run) name from its overrides, kept under the
+    file-name limit: a long one is cut and made unique with a hash of the whole."""
+    if len(overrides) <= max_len:
+        return overrides
+    digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
+    return f"{overrides[: max_len - 11]}.._{digest}"

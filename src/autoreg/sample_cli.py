@@ -15,10 +15,11 @@ import torch
 from omegaconf import DictConfig
 
 from autoreg.build import build_datamodule
-from autoreg.config import ConfigError, check_choice, check_int, check_positive
+from autoreg.checks import check_choice, check_int, check_positive
+from autoreg.errors import ConfigError
 from autoreg.module import AutoregressiveModule
-from autoreg.sampling.grids import completion_rows, grid_image
 from autoreg.sampling import METHODS, class_rows, resolve_method, sample as draw
+from autoreg.sampling.grids import completion_rows, grid_image
 
 log = logging.getLogger("autoreg")
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from autoreg.config import split_own_keys
+from autoreg.cli import split_own_keys
 from autoreg.data.datamodule import NUM_CLASSES
 from autoreg.errors import CheckpointError, ConfigError, UserError
 

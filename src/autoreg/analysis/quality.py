@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 
 from autoreg.analysis.classifier import DEFAULT_DIR, FeatureLayer, classifier_for
-from autoreg.config import split_own_keys
+from autoreg.cli import split_own_keys
 from autoreg.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -57,7 +57,9 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from torch import nn
 
-from autoreg.config import ConfigError, split_own_keys
+from autoreg.cli import split_own_keys
+
+from autoreg.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 MISSED_RGB = (1.0, 0.72, 0.72)   # earlier pixels the network cannot see
@@ -232,11 +234,10 @@ def receptive_field_figure(argv: list[str]) -> Path:
     from omegaconf import OmegaConf
 
     from autoreg.build import build_datamodule
-    from autoreg.config import job_dirname, validate
-    from autoreg.data import IMAGE_SHAPES
-    from autoreg.likelihoods import distribution_from_config
-    from autoreg.families import build_model
+    from autoreg.config import IMAGE_SHAPES, validate
+    from autoreg.families import build_model, distribution_from_config
     from autoreg.module import AutoregressiveModule
+    from autoreg.run_dirs import job_dirname
 
     own, overrides = split_own_keys(argv, ("ckpt", "out", "pixel"))
     torch.manual_seed(0)

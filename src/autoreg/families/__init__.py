@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from autoreg.config import require_labels
+from autoreg.checks import require_labels
 from autoreg.errors import ConfigError
-from autoreg.likelihoods import HEADS, OPTION_KEYS
+from autoreg.likelihoods import HEADS, OPTION_KEYS, choose, distribution_for
 
 if TYPE_CHECKING:
     from torch import nn
@@ -120,6 +120,14 @@ def build_model(model_cfg: Mapping[str, Any], image_shape: tuple[int, int, int],
         require_labels(num_classes)
         return keys.network()(tuple(image_shape), distribution, keys, num_classes=int(num_classes))
     return keys.network()(tuple(image_shape), distribution, keys)
+
+
+def distribution_from_config(model_cfg: Mapping[str, Any], bits: int):
+    """The head a model config asks for on `bits`-bit data: `model.likelihood` and its options,
+    checked against the family and the data (autoreg.likelihoods.choose: one line if they do not fit)."""
+    found = family(model_cfg["name"])
+    name, options = choose(model_cfg, found.NAME, found.LIKELIHOODS, bits)
+    return distribution_for(bits, name, **options)
 
 
 def register_configs() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from autoreg.config import require_int
+from autoreg.checks import require_int
 from autoreg.errors import ConfigError
 from autoreg.families import Family
 from autoreg.likelihoods import HEADS

@@ -6,7 +6,8 @@ Each is one weights-only file `<name>.pt` (fp32; the evaluated weights, i.e. the
 where the run had `optim.ema_decay`) with the run's hparams, and an entry in manifest.json: family,
 config, data, test NLL (whole test split and its first 200 images), parameters, steps, CPU-hours
 and the commit that trained it. A file carries `autoreg_format`; a loader refuses a format it
-does not know in one line. `export` writes both from a run's best.ckpt (experiments/benchmark/ship.py).
+does not know in one line. `autoreg.checkpoint.export_pretrained` writes both from a run's best.ckpt
+(experiments/benchmark/ship.py).
 """
 from __future__ import annotations
 
@@ -28,22 +29,3 @@ def resolve(ckpt: str) -> str:
     """The file of a shipped model named `ckpt`, or `ckpt` itself (a path)."""
     entry = manifest().get(str(ckpt))
     return str(HERE / entry["file"]) if entry and not Path(ckpt).exists() else str(ckpt)
-
-
-def export(ckpt: dict[str, Any], name: str, record: dict[str, Any], directory: Path = HERE) -> Path:
-    """Write `ckpt`'s evaluated weights (fp32) and hparams as shipped model `name`, and its
-    manifest entry (`record` plus the file, family, format and parameter count)."""
-    from autoreg.checkpoint import AtomicCheckpointIO
-
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    path = Path(directory) / f"{name}.pt"
-    AtomicCheckpointIO().save_checkpoint({"autoreg_format": FORMAT, "state_dict": state,
-                                          "hyper_parameters": ckpt["hyper_parameters"]}, path)
-    hp = ckpt["hyper_parameters"]
-    entries_file = Path(directory) / "manifest.json"
-    entries = json.loads(entries_file.read_text()) if entries_file.is_file() else {}
-    entries[name] = {"file": path.name, "format": FORMAT, "family": hp["model"]["name"], "model": hp["model"],
-                     "data": hp["data"]["name"], "params": int(sum(v.numel() for v in state.values())),
-                     "bytes": path.stat().st_size, **record}
-    entries_file.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-    return path
