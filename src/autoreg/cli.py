@@ -82,6 +82,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log.info("the run in %s had already finished; its metrics.json stays as it was", output_dir)
         return json.loads(written.read_text()), {"cfg": cfg, "module": module, "datamodule": datamodule, "trainer": trainer}
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    for callback in trainer.callbacks:  # a callback's own figures (sample quality) for metrics.json
+        if hasattr(callback, "run_metrics"):
+            metrics.update(callback.run_metrics())
     metrics["train_seconds"] = time.perf_counter() - start
     checkpoint = best_checkpoint_callback(trainer)
     if checkpoint is not None and checkpoint.best_model_score is not None:

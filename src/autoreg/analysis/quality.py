@@ -275,9 +275,11 @@ class SampleQuality(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         self._score(trainer, pl_module)
-        if self.last:
-            # trainer.callback_metrics is what autoreg.cli.train writes to metrics.json
-            trainer.callback_metrics.update({k: torch.tensor(v) for k, v in {**self.last, **self.extra}.items()})
+
+    def run_metrics(self) -> dict[str, float]:
+        """What this callback adds to the run's metrics.json (autoreg.cli.train): the last scores
+        and the reference's."""
+        return {**self.last, **self.extra} if self.last else {}
 
 
 def score_checkpoint(argv: list[str]) -> dict[str, float]:

@@ -2,9 +2,8 @@
 
 A PixelRNN recurrence is thousands of small kernels per batch (one step per row or diagonal).
 Torch runs each kernel on all its threads, which then spend much of the step waiting for one
-another; threads that each take a share of the batch do not. Measured on 2 cores: one Diagonal
-BiLSTM layer trains at 350 img/s with torch's two threads on the whole batch, 490 img/s as two
-single-threaded halves (`experiments/benchmarks/model_speed.py` has the whole models).
+another; threads that each take a share of the batch do not (experiments/benchmarks/model_speed.py
+measures the effect).
 
 Autograd: every chunk records its own graph in its thread, and the backward pass runs the chunks'
 backward passes in the threads as well (torch runs a CPU backward on the thread that asks for it).

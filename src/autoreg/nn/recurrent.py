@@ -57,8 +57,8 @@ from autoreg.sampling.columns import Geometry, column, register_layer
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh(x) as 2 sigmoid(2x) - 1 (equal to ~1e-7 in fp32): torch's CPU tanh is ~4x slower than
-    its sigmoid (measured 60 vs 14 us on 32K floats here), and the cells call it on every step."""
+    """tanh(x) as 2 sigmoid(2x) - 1 (equal to ~1e-7 in fp32): torch's CPU tanh is several times
+    slower than its sigmoid, and the cells call it on every step."""
     return torch.sigmoid(2 * x).mul_(2).sub_(1)
 
 
@@ -297,9 +297,9 @@ class DiagonalBiLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # NOTE: on a CPU, a batch whose gates per column step (2 directions x H rows x batch x G h)
         # would outgrow ~1 MiB runs in chunks of images, in parallel threads (`autoreg.nn.chunks`).
-        # Each step then stays in a core's cache (7-8% faster per layer when sequential), and the
-        # threads add 5-8% (LSTM) and 15-20% (GRU) per layer at batch 64, 28x28, h = 32, 2 cores.
-        # The Row LSTM's row steps (B x W positions) keep torch's threads busy: chunks made it slower.
+        # Each step then stays in a core's cache, and the threads share the cores without waiting
+        # for one another. The Row LSTM's row steps (B x W positions) keep torch's threads busy:
+        # chunks made it slower (experiments/benchmarks/model_speed.py).
         chunk = max(1, CPU_CHUNK_BYTES // (2 * x.shape[2] * self.cell.gates * self.hidden * x.element_size()))
         return in_cpu_chunks(self, self._forward, x, chunk)
 
