@@ -24,6 +24,10 @@ ROWS = {
     "train.py model=pixelrnn model.cell=lstmm": ["train.py", "model=pixelrnn", "model.cell=lstmm"],
     "train.py data.batch_size=0 (a generic key)": ["train.py", "data.batch_size=0"],
     "train.py model=pixelrnnn (a group option)": ["train.py", "model=pixelrnnn"],
+    "train.py model=gated_pixelcnn data=cifar10 model.channels=16 (channels per colour)":
+        ["train.py", "model=gated_pixelcnn", "data=cifar10", "model.channels=16"],
+    "train.py model=pixelcnn_pp data=cifar10 model.likelihood=categorical (a head on RGB)":
+        ["train.py", "model=pixelcnn_pp", "data=cifar10", "model.likelihood=categorical"],
     "baseline: python -c 'import torch'": ["-c", "import torch"],
     "baseline: python -c 'import pytorch_lightning'": ["-c", "import pytorch_lightning"],
 }
