@@ -250,6 +250,48 @@ def test_a_new_family_is_its_declaration_and_its_network_file(throwaway_family, 
     assert sample(objects["module"].net, 2, method="naive", seed=0).shape[1:] == (1, 28, 28)
 
 
+FLIPPED_HEAD = '''
+import torch
+
+from autoreg.distributions import Likelihood
+
+
+class Flipped(Likelihood):
+    """p(x = 1) = sigmoid(-logit): a head no family has, to plug in."""
+
+    name = "flipped"
+    params_per_channel = 1
+    levels = 2
+
+    def nll(self, params, x):
+        return torch.nn.functional.binary_cross_entropy_with_logits(-params.float(), x.float(), reduction="none").flatten(1).sum(1)
+
+    def probs(self, params, temperature=1.0, x=None):
+        return torch.sigmoid(-params.float() / temperature)
+
+    def sample(self, params, u, temperature=1.0):
+        return (u < self.probs(params, temperature)).float()
+'''
+
+
+def test_a_new_head_is_one_class_and_one_registry_entry(tmp_path, monkeypatch):
+    from autoreg.compression import sub_pixel_probs
+    from autoreg.likelihoods import HEADS, Head, distribution_for
+
+    (tmp_path / "flipped_head.py").write_text(FLIPPED_HEAD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(HEADS, "flipped", Head(1, "flipped_head:Flipped"))
+    head = distribution_for(1, "flipped")
+    assert not head.joint and head.num_params(1) == 1
+    torch.manual_seed(0)
+    model = build_model(TINY_MODELS["pixelcnn"], (1, 6, 6), head)
+    x = sample(model, 3, seed=0)
+    assert torch.equal(x, sample(model, 3, method="naive", seed=0))  # the fast sampler draws with it
+    assert torch.allclose(head.nll(model(x), x), Bernoulli().nll(-model(x), x))
+    table = sub_pixel_probs(head, model(x)[:, :, 2, 3], 0, x[:, :, 2, 3])  # what compression codes with
+    assert torch.allclose(table, torch.stack([1 - head.probs(model(x))[:, 0, 2, 3], head.probs(model(x))[:, 0, 2, 3]], 1))
+
+
 def test_declarations_are_torch_free():
     """The config check imports every declaration; none may pull in torch (a bad value is answered in about a second)."""
     code = "import sys, autoreg.families as f; [f.family(n) for n in f.names()]; print('torch' in sys.modules)"

@@ -70,9 +70,11 @@ class Likelihood:
     def table(self, params: torch.Tensor, channel: int, pixel: torch.Tensor) -> torch.Tensor:
         """(B, levels) probabilities of sub-pixel `channel` of a pixel, from the params there (B, P)
         and the pixel's values so far (B, C; channels < `channel` final): what a range coder codes
-        with (autoreg.compression). A per-channel head reads its channel's params group."""
+        with (autoreg.compression). A per-channel head reads its channel's params group; a binary
+        head's p(x = 1) becomes the table (1 - p, p)."""
         b, k = params.shape[0], self.params_per_channel
-        return self.probs(params[:, channel * k : (channel + 1) * k].reshape(b, k, 1, 1)).reshape(b, -1)
+        probs = self.probs(params[:, channel * k : (channel + 1) * k].reshape(b, k, 1, 1)).reshape(b, -1)
+        return torch.cat([1 - probs, probs], 1) if probs.shape[1] == 1 else probs
 
 
 class Bernoulli(Likelihood):
@@ -89,10 +91,6 @@ class Bernoulli(Likelihood):
     def probs(self, params: torch.Tensor, temperature: float = 1.0, x: torch.Tensor | None = None) -> torch.Tensor:
         """p(x = 1) per sub-pixel, shape (B, C, H, W)."""
         return torch.sigmoid(params.float() / temperature)
-
-    def table(self, params: torch.Tensor, channel: int, pixel: torch.Tensor) -> torch.Tensor:
-        p = super().table(params, channel, pixel)  # p(x = 1)
-        return torch.cat([1 - p, p], 1)
 
     def sample(self, params: torch.Tensor, u: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         return (u < self.probs(params, temperature)).float()
