@@ -11,7 +11,7 @@ from autoreg.config import validate
 from autoreg.errors import ConfigError
 from autoreg.families import names
 
-from conftest import ROOT, compose_train
+from conftest import ROOT, TINY, compose_train
 
 BAD = [
     ("model.kernel=4", "model.kernel=4"),
@@ -107,3 +107,25 @@ def test_long_sweep_job_names_are_cut_and_unique():
     a, b = "x" * 300 + "model.kernel=3", "x" * 300 + "model.kernel=5"
     assert job_dirname("model.kernel=3") == "model.kernel=3"
     assert len(job_dirname(a)) <= 120 and job_dirname(a) != job_dirname(b)
+
+
+@pytest.mark.parametrize("override,named", [
+    ("trainer.max_epochs=-5", "trainer.max_epochs=-5 is invalid: it must be an integer >= 0, or -1 for no limit"),
+    ("trainer.max_steps=2.5", "trainer.max_steps=2.5 is invalid"),
+    ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches=1.5 is invalid"),
+    ("trainer.limit_val_batches=-1", "trainer.limit_val_batches=-1 is invalid"),
+    ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0 is invalid: it must be an integer >= 1"),
+    ("trainer.precision=64-bit", "trainer.precision=64-bit is not allowed; choose one of: auto, 32-true"),
+])
+def test_common_trainer_arguments_are_checked_before_torch(override, named):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_train([override]))
+    assert named in str(err.value) and "\n" not in str(err.value)
+
+
+def test_other_trainer_arguments_lightning_refuses_are_one_line(tmp_path):
+    from autoreg.cli import train
+
+    with pytest.raises(ConfigError, match=r"^a trainer.<argument> is invalid: .*nonsense") as err:
+        train(compose_train([*TINY, "trainer.strategy=nonsense"], output_dir=tmp_path))
+    assert "\n" not in str(err.value)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -28,7 +29,7 @@ from autoreg.checks import check_int
 from autoreg.compat import relaunches_command
 from autoreg.config import validate
 from autoreg.distributed import StallGuard, run_before_launch
-from autoreg.errors import ConfigError, UserError, exit_with_one_line
+from autoreg.errors import ConfigError, UserError, exit_with_one_line, first_line
 from autoreg.hparams import count_parameters, flat_hparams, log_config_text, log_hparams, swept_keys
 from autoreg.log_filters import install_log_filters
 from autoreg.run_dirs import ensure_writable, trial_name
@@ -55,7 +56,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     guard = StallGuard()
     # the weight average first: its hooks must run before the others' (autoreg.callbacks)
     callbacks = weight_averaging(cfg.optim) + [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [guard]
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    trainer = build_trainer(cfg, logger, callbacks)
     check_launch(cfg, trainer)
     for callback in callbacks:
         if isinstance(callback, RunCheckpoint):
@@ -103,6 +104,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         for line in run_summary(output_dir, metrics, best or None):
             log.info(line)
     return metrics, {"cfg": cfg, "module": module, "datamodule": datamodule, "trainer": trainer}
+
+
+def build_trainer(cfg: DictConfig, logger, callbacks: list) -> pl.Trainer:
+    """The Trainer of `cfg.trainer`; an argument Lightning refuses (config.check_trainer has checked
+    the common ones before torch) is one line instead of Hydra's instantiation report."""
+    try:
+        return instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, (ValueError, TypeError)):  # Lightning's MisconfigurationException is a ValueError
+            raise ConfigError(f"a trainer.<argument> is invalid: {first_line(err.__cause__)}") from None
+        raise
 
 
 def best_checkpoint_callback(trainer: pl.Trainer):

@@ -13,7 +13,32 @@ from autoreg.likelihoods import choose
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "binarized_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # data.dataset -> (C, H, W)
 DATASETS = tuple(IMAGE_SHAPES)
 SOURCES = ("auto", "download", "bundled")
+# auto (autoreg.trainer_config) and Lightning's precision names
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", 16, 32, 64, "16", "32", "64", "bf16")
 BINARIZE = ("static", "dynamic")  # of grey-level MNIST; binarized_mnist comes binarized ("fixed")
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """The Trainer arguments users set most, checked before torch (Lightning's own errors come
+    only once it is built, in several lines)."""
+    trainer = cfg.get("trainer") or {}
+    for key, minimum, meaning in (("max_epochs", -1, "or -1 for no limit"), ("max_steps", -1, "or -1 for no limit"),
+                                  ("num_sanity_val_steps", -1, "or -1 for the whole validation set"),
+                                  ("log_every_n_steps", 1, ""), ("accumulate_grad_batches", 1, "")):
+        value = trainer.get(key)
+        if key in trainer and value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            floor = 0 if minimum == -1 else minimum
+            raise ConfigError(f"trainer.{key}={value} is invalid: it must be an integer >= {floor}{', ' + meaning if meaning else ''}")
+    if "precision" in trainer:
+        check_choice(cfg, "trainer.precision", PRECISIONS)
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = trainer.get(key)
+        whole = isinstance(value, int) and value >= 0
+        fraction = isinstance(value, float) and 0.0 <= value <= 1.0
+        if key in trainer and value is not None and (isinstance(value, bool) or not (whole or fraction)):
+            raise ConfigError(f"trainer.{key}={value} is invalid: it must be a number of batches (an integer >= 0) "
+                              "or a fraction of the split in [0.0, 1.0]")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -44,6 +69,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.model.get("conditional"):
         require_labels(cfg.data.get("num_classes"))
     check_int(cfg, "data.batch_size")
+    check_trainer(cfg)
     if "val_size" in cfg.data:  # datasets with a validation split of their own have none
         check_positive(cfg, "data.val_size")
     check_positive(cfg, "optim.lr")
