@@ -35,13 +35,15 @@ def test_tiny_run_logs_checkpoints_and_learns(tmp_path, caplog, monkeypatch):
     assert len(nll) == 12 and max(nll[-3:]) < nll[0] - 20  # learning, far beyond batch noise
     assert events["hparams"]["model.kernel"] == str(cfg.model.kernel) and events["hparams"]["data.source_used"] == "bundled"
     assert events["hparams"]["model.residual"] is True and events["hparams"]["optim.lr"] == cfg.optim.lr
-    assert events["metrics"] == ["val/nll", "val/bpd", "val/fid", "val/classifier_score", "val/label_accuracy", "val/memorisation"]
+    assert events["metrics"] == ["val/nll", "best/val/nll", "test/nll", "val/bpd", "val/fid", "val/classifier_score",
+                                 "val/label_accuracy", "val/memorisation"]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file() and (tmp_path / "checkpoints" / "best.ckpt").is_file()
     assert abs(metrics["val/nll"] - events["scalars"]["val/nll"][-1]) < 1e-3
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written["val/fid"] > 0 and written["reference/fid"] > 0 and "training one into outputs/classifiers" in caplog.text
     # metrics.json keeps the exact float64 mean; TensorBoard stores float32
     assert written["global_step"] == 12 and abs(written["best/val/nll"] - min(events["scalars"]["val/nll"])) < 1e-3
+    assert abs(events["scalars"]["best/val/nll"][-1] - written["best/val/nll"]) < 1e-3  # HParams shows the kept weights' figure too
     assert written["test/nll"] == metrics["test/nll"] and written["params"] > 0
     assert f"    kernel: {cfg.model.kernel}" in config_text(tmp_path)  # the composed config, in the Text tab
     # the summary says where everything went and how to go on

@@ -90,6 +90,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     checkpoint = best_checkpoint_callback(trainer)
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics["best/val/nll"] = float(checkpoint.best_model_score)
+        if trainer.is_global_zero and trainer.logger is not None:  # for HParams, beside the final val/nll
+            trainer.logger.log_metrics({"best/val/nll": metrics["best/val/nll"]}, step=trainer.global_step)
     if cfg.get("test"):
         best = (checkpoint.best_model_path if checkpoint else "") or None
         try:

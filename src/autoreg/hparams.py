@@ -26,7 +26,7 @@ from torch import nn
 
 from autoreg.compat import tensorboard_file_writer
 
-HPARAM_METRICS = ("val/nll", "val/bpd", "val/fid", "val/classifier_score", "val/label_accuracy", "val/memorisation")
+HPARAM_METRICS = ("val/nll", "best/val/nll", "test/nll", "val/bpd", "val/fid", "val/classifier_score", "val/label_accuracy", "val/memorisation")
 # The keys the lab's questions vary, shown first after the command line's own.
 HEADLINE = ("model.name", "model.depth", "model.kernel", "model.channels", "model.cell", "model.arch")
 GROUPS = ("model", "optim", "data")
