@@ -15,13 +15,15 @@ def module_name(path) -> str:
 
 
 def imports(path, modules: set[str]) -> set[str]:
-    """The autoreg modules `path` imports anywhere in it (`from autoreg.x import y` counts as
-    autoreg.x, and as autoreg.x.y where that is a module)."""
+    """The autoreg modules `path` imports anywhere in it: `from autoreg.x import y` is autoreg.x.y
+    where that is a module, else autoreg.x."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+            names = {f"{node.module}.{alias.name}" for alias in node.names}
+            found |= names & modules
+            if names - modules:
+                found.add(node.module)
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
     return found & modules

@@ -71,15 +71,27 @@ def weight_averaging(optim: dict) -> list[pl.Callback]:
     return [] if decay is None else [EvaluationEMA(decay)]
 
 
+def best_checkpoint_callback(trainer: pl.Trainer):
+    """The callback that keeps best.ckpt (the first one that monitors a metric)."""
+    return next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), trainer.checkpoint_callback)
+
+
 class FinalValidation(pl.Callback):
     """Validate after the last step when `trainer.max_steps` ends training mid-epoch: without it the
     run's val/nll, metrics.json and best.ckpt would describe an earlier step. Lightning validates
     whenever training is asked to stop (`trainer.should_stop`, as early stopping does), so the last
-    step asks; a step that ends an epoch validates once, as always."""
+    step asks; a step that ends an epoch validates once, as always. At the end it logs
+    `best/val/nll`, the figure of the weights best.ckpt keeps, so that HParams shows it beside the
+    final val/nll."""
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
             trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        best = best_checkpoint_callback(trainer)
+        if trainer.is_global_zero and trainer.logger is not None and best is not None and best.best_model_score is not None:
+            trainer.logger.log_metrics({"best/val/nll": float(best.best_model_score)}, step=trainer.global_step)
 
 
 class SampleGrid(pl.Callback):

@@ -23,7 +23,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from autoreg.build import build
-from autoreg.callbacks import weight_averaging
+from autoreg.callbacks import best_checkpoint_callback, weight_averaging
 from autoreg.checkpoint import RunCheckpoint, prepare_resume
 from autoreg.checks import check_int
 from autoreg.compat import relaunches_command
@@ -90,8 +90,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     checkpoint = best_checkpoint_callback(trainer)
     if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics["best/val/nll"] = float(checkpoint.best_model_score)
-        if trainer.is_global_zero and trainer.logger is not None:  # for HParams, beside the final val/nll
-            trainer.logger.log_metrics({"best/val/nll": metrics["best/val/nll"]}, step=trainer.global_step)
     if cfg.get("test"):
         best = (checkpoint.best_model_path if checkpoint else "") or None
         try:
@@ -117,11 +115,6 @@ def build_trainer(cfg: DictConfig, logger, callbacks: list) -> pl.Trainer:
         if isinstance(err.__cause__, (ValueError, TypeError)):  # Lightning's MisconfigurationException is a ValueError
             raise ConfigError(f"a trainer.<argument> is invalid: {first_line(err.__cause__)}") from None
         raise
-
-
-def best_checkpoint_callback(trainer: pl.Trainer):
-    """The callback that keeps best.ckpt (the first one that monitors a metric)."""
-    return next((cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), trainer.checkpoint_callback)
 
 
 def check_launch(cfg: DictConfig, trainer: pl.Trainer) -> None:
