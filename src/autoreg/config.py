@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 
 from autoreg.checks import check_choice, check_int, check_positive, require_bool, require_labels
 from autoreg.errors import ConfigError
-from autoreg.families import checked, declared
+from autoreg.families import declared
 from autoreg.likelihoods import choose
 
 
@@ -46,7 +46,7 @@ def validate(cfg: DictConfig) -> None:
     the model's own keys by its family (autoreg.families) for this data and head, and
     `model.likelihood` against the data (autoreg.likelihoods), all without importing torch: a bad
     value is answered in about a second."""
-    family = type(declared(cfg.model))
+    keys = declared(cfg.model)
     require_bool("model.conditional", cfg.model.get("conditional", False))
     check_choice(cfg, "data.dataset", DATASETS)
     check_choice(cfg, "data.source", SOURCES)
@@ -76,5 +76,5 @@ def validate(cfg: DictConfig) -> None:
     decay = cfg.optim.get("ema_decay")
     if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay < 1):
         raise ConfigError(f"optim.ema_decay={decay} is invalid: it must be a number in (0, 1), e.g. 0.9995, or null (off)")
-    likelihood, _ = choose(cfg.model, family.NAME, family.LIKELIHOODS, cfg.data.bits)  # against the family and data.bits
-    checked(cfg.model, IMAGE_SHAPES[cfg.data.dataset], likelihood)
+    likelihood, _ = choose(cfg.model, keys.NAME, keys.LIKELIHOODS, cfg.data.bits)  # against the family and data.bits
+    keys.check(IMAGE_SHAPES[cfg.data.dataset], likelihood)

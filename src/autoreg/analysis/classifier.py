@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from autoreg.cli import split_own_keys
 from autoreg.data.datamodule import NUM_CLASSES
 from autoreg.errors import CheckpointError, ConfigError, UserError
 
@@ -217,6 +216,7 @@ def train_cli(argv: list[str]) -> Path:
 
     from autoreg.analysis.receptive_field import CONF_DIR
     from autoreg.build import build_datamodule
+    from autoreg.cli import split_own_keys
 
     own, overrides = split_own_keys(argv, ("epochs", "out"))
     bad = [a for a in overrides if not (a.startswith("data=") or a.startswith("data.") or a.startswith("seed="))]

@@ -54,7 +54,6 @@ import torch
 from torch import Tensor, nn
 
 from autoreg.analysis.classifier import DEFAULT_DIR, FeatureLayer, classifier_for
-from autoreg.cli import split_own_keys
 from autoreg.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -285,6 +284,7 @@ class SampleQuality(pl.Callback):
 def score_checkpoint(argv: list[str]) -> dict[str, float]:
     """The CLI's work: load the checkpoint, score it, print and save the scores and a grid."""
     from autoreg.build import build_datamodule
+    from autoreg.cli import split_own_keys
     from autoreg.module import AutoregressiveModule
     from autoreg.sampling.grids import grid_image
 

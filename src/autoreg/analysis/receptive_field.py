@@ -57,7 +57,6 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from torch import nn
 
-from autoreg.cli import split_own_keys
 
 from autoreg.errors import ConfigError
 
@@ -234,6 +233,7 @@ def receptive_field_figure(argv: list[str]) -> Path:
     from omegaconf import OmegaConf
 
     from autoreg.build import build_datamodule
+    from autoreg.cli import split_own_keys
     from autoreg.config import IMAGE_SHAPES, validate
     from autoreg.families import build_model, distribution_from_config
     from autoreg.module import AutoregressiveModule
