@@ -1,9 +1,10 @@
 """Likelihood heads: turn a model's raw outputs (`params`) into an exact NLL and samples.
 
 Every head works on images `x` scaled to [0, 1] (binary pixels are 0/1, 8-bit pixels are k/255)
-and returns the NLL per image in nats: the sum over pixels and channels of -log p(x_i | x_<i).
-A C-channel image needs `num_params(C)` channels of params and `noise_channels(C)` uniforms per
-pixel to draw it. Two kinds of head:
+and returns the NLL per image in nats: the sum over pixels and channels of -log p(x_i | x_<i)
+(`nll` sums `pixel_nll`, the same per pixel, which is what a head implements). A C-channel image
+needs `num_params(C)` channels of params and `noise_channels(C)` uniforms per pixel to draw it.
+Two kinds of head:
 
 - per channel (`joint = False`: Bernoulli, Categorical): `params` has `params_per_channel * C`
   channels in C contiguous groups (the order of `autoreg.nn.channel_groups`), so group c may
@@ -56,7 +57,11 @@ class Likelihood:
         return channels
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """-log p(x) per image in nats, (B,)."""
+        """-log p(x) per image in nats, (B,): the sum of `pixel_nll`."""
+        return self.pixel_nll(params, x).flatten(1).sum(1)
+
+    def pixel_nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x_i | x_<i) per pixel in nats (a pixel's channels summed), (B, H, W)."""
         raise NotImplementedError
 
     def probs(self, params: torch.Tensor, temperature: float = 1.0, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -84,9 +89,8 @@ class Bernoulli(Likelihood):
     params_per_channel = 1
     levels = 2
 
-    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        bce = F.binary_cross_entropy_with_logits(params.float(), x.float(), reduction="none")
-        return bce.flatten(1).sum(1)
+    def pixel_nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(params.float(), x.float(), reduction="none").sum(1)
 
     def probs(self, params: torch.Tensor, temperature: float = 1.0, x: torch.Tensor | None = None) -> torch.Tensor:
         """p(x = 1) per sub-pixel, shape (B, C, H, W)."""
@@ -110,10 +114,9 @@ class Categorical(Likelihood):
         b, _, h, w = params.shape
         return params.float().view(b, -1, self.levels, h, w)  # (B, C, K, H, W)
 
-    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def pixel_nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         target = (x * (self.levels - 1)).round().long()
-        ce = F.cross_entropy(self._logits(params).transpose(1, 2), target, reduction="none")
-        return ce.flatten(1).sum(1)
+        return F.cross_entropy(self._logits(params).transpose(1, 2), target, reduction="none").sum(1)
 
     def probs(self, params: torch.Tensor, temperature: float = 1.0, x: torch.Tensor | None = None) -> torch.Tensor:
         """Probabilities of every level, shape (B, C, K, H, W)."""
@@ -232,10 +235,9 @@ class DiscretizedLogisticMixture(Likelihood):
         mean = self._coupled_means(means, coeffs, level * (2 / 255) - 1)
         return torch.log_softmax(logits, 1), self._log_prob(mean, log_scales, level.unsqueeze(2)), (mean, log_scales)
 
-    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def pixel_nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         log_pi, log_p, _ = self._log_components(params, x)
-        log_pixel = torch.logsumexp(log_pi + log_p.sum(1), dim=1)  # (B, H, W): log sum_k pi_k prod_c P_kc
-        return -log_pixel.flatten(1).sum(1)
+        return -torch.logsumexp(log_pi + log_p.sum(1), dim=1)  # (B, H, W): -log sum_k pi_k prod_c P_kc
 
     def probs(self, params: torch.Tensor, temperature: float = 1.0, x: torch.Tensor | None = None) -> torch.Tensor:
         """p(x_c = v | x_<c of the pixel, earlier pixels) for every level v, (B, C, 256, H, W), given

@@ -89,11 +89,12 @@ class AutoregressiveModule(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x, y)
 
-    def nll(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Exact negative log-likelihood per image, in nats; computed in fp32 even under autocast."""
+    def nll(self, x: torch.Tensor, y: torch.Tensor | None = None, per_pixel: bool = False) -> torch.Tensor:
+        """Exact negative log-likelihood per image (B,), in nats, or with `per_pixel` per pixel
+        (B, H, W), which sums to it; computed in fp32 even under autocast."""
         params = self(x, y)
         with torch.autocast(x.device.type, enabled=False):
-            return self.distribution.nll(params, x)
+            return self.distribution.pixel_nll(params, x) if per_pixel else self.distribution.nll(params, x)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch

@@ -33,10 +33,7 @@ def sample(cfg: DictConfig) -> Path:
     check_int(cfg, "scale")
     check_positive(cfg, "temperature")
     check_choice(cfg, "sampling.method", ("auto", *METHODS))
-    check_choice(cfg, "device", ("auto", "cpu", "cuda"))
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA GPU is available; use device=auto or device=cpu")
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
+    device = resolve_device(cfg)
     module = AutoregressiveModule.from_checkpoint(cfg.ckpt, map_location=device, key="ckpt")
     net = module.net.to(device)
     label = check_label(cfg.label, net.num_classes, cfg.complete)
@@ -58,6 +55,14 @@ def sample(cfg: DictConfig) -> Path:
     save_image(grid_image(images, nrow, cfg.scale), out)
     log.info("wrote %d %s to %s", len(images) if kind == "samples" else cfg.num, kind, out)
     return out
+
+
+def resolve_device(cfg: DictConfig) -> str:
+    """`device=`: auto (cuda where there is a GPU, else cpu), cpu, or cuda (one line without a GPU)."""
+    check_choice(cfg, "device", ("auto", "cpu", "cuda"))
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is available; use device=auto or device=cpu")
+    return "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
 
 
 def check_label(label, num_classes: int | None, complete: bool) -> int | str | None:
