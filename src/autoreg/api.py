@@ -39,8 +39,9 @@ class Scores:
 
 
 class Model(nn.Module):
-    """A trained model in eval mode: `log_prob`, `nll_map`, `score`, `sample`, `complete`. `net` is the family's network,
-    `distribution` its likelihood head, `image_shape` (C, H, W), `num_classes` (None: unconditional)."""
+    """A trained model in eval mode: `log_prob`, `nll_map`, `score`, `sample`, `complete`. `net` is
+    the family's network, `distribution` its likelihood head, `image_shape` (C, H, W), `num_classes`
+    (None: unconditional)."""
 
     def __init__(self, module: AutoregressiveModule):
         super().__init__()
@@ -128,8 +129,9 @@ class Model(nn.Module):
             for y in range(self.num_classes):
                 maps = self._nll(images, torch.full((n,), y), batch_size, per_pixel=True, bar=bar).cpu()
                 per_class[:, y] = -maps.flatten(1).sum(1)
-                keep = labels == y if labels is not None else (per_class[:, y] + log_prior[y] > best) | (y == 0)
-                best = torch.where(keep, per_class[:, y] + log_prior[y], best)
+                joint = per_class[:, y] + log_prior[y]
+                keep = labels == y if labels is not None else (joint > best) | (y == 0)  # the first maximum, as argmax
+                best = torch.where(keep, joint, best)
                 pixel[keep] = maps[keep]
         log_joint = per_class + log_prior
         most_likely = log_joint.argmax(1)
