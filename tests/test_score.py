@@ -107,13 +107,19 @@ def test_a_conditional_models_log_px_is_the_logsumexp_of_its_per_class_values():
 def test_a_conditional_checkpoint_writes_its_classes(tmp_path):
     model = conditional_model()
     torch.save({"state_dict": model.module.state_dict(), "hyper_parameters": dict(model.module.hparams)}, tmp_path / "c.ckpt")
-    for n in range(2):
-        Image.fromarray(random_images(1, (4, 4), 2)[0].numpy() * 255).save(tmp_path / f"{n}.png")
-    out, _ = score(score_cfg(f"ckpt={tmp_path}/c.ckpt", f"input={tmp_path}", "label=7", "grid=0"))
+    (tmp_path / "in").mkdir()
+    images = random_images(2, (1, 4, 4), 2)
+    for n, image in enumerate(images):
+        Image.fromarray(image[0].numpy() * 255).save(tmp_path / "in" / f"{n}.png")
+    out, grid = score(score_cfg(f"ckpt={tmp_path}/c.ckpt", f"input={tmp_path}/in", "label=7"))
     rows = read_csv(out)
-    assert out == tmp_path / f"c_scores_{tmp_path.name}.csv"  # beside the checkpoint, named by it and the input
+    assert out == tmp_path / "c_scores_in.csv"  # beside the checkpoint, named by it and the input
     assert list(rows[0]) == ["file", "label", "nll_nats", "bits_per_dim", "log_px_nats", "most_likely_class"]
-    assert [r["label"] for r in rows] == ["7", "7"] and not out.with_suffix(".png").exists()
+    assert [r["label"] for r in rows] == ["7", "7"] and grid.is_file()
+    out, grid = score(score_cfg(f"ckpt={tmp_path}/c.ckpt", f"input={tmp_path}/in", "grid=0", f"out={tmp_path}/s.csv"))
+    most_likely = model.score(images).most_likely
+    assert [r["label"] for r in read_csv(out)] == [str(int(y)) for y in most_likely]  # no label=: the most likely class
+    assert grid is None and not (tmp_path / "s.png").exists()
 
 
 def one_line_error(capsys, *overrides: str) -> str:

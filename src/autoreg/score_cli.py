@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import textwrap
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -98,8 +99,8 @@ def score(cfg: DictConfig) -> tuple[Path, Path | None]:
     _write_all(files)
     for line in summary(scores, what, classes, bool(classes) and labels is not None):
         log.info(line)
-    log.info("wrote %s (one row per image)%s", out, f" and {grid} (the first {min(cfg.grid, len(images))} images beside "
-             "their per-pixel NLL)" if grid else "")
+    log.info("wrote %s (one row per image)%s", out, f" and {grid} ({_count(min(cfg.grid, len(images)))}, each "
+             "beside its per-pixel NLL)" if grid else "")
     return out, grid
 
 
@@ -137,7 +138,7 @@ def summary(scores, what: str, classes: int | None, labelled: bool) -> list[str]
         cuts = torch.quantile(values.double(), q).tolist()
         return "  ".join(f"{name} {value:.2f}" for name, value in zip(("min", "5%", "25%", "median", "75%", "95%", "max"), cuts))
 
-    lines = [f"scored {len(scores.nll)} images ({what}): NLL mean {scores.nll.double().mean():.3f} nats per image, "
+    lines = [f"scored {_count(len(scores.nll))} ({what}): NLL mean {scores.nll.double().mean():.3f} nats per image, "
              f"{scores.bpd.double().mean():.5f} bits/dim" + (" (given each image's label)" if labelled else ""),
              f"  NLL quantiles (nats): {spread(scores.nll)}"]
     if classes:
@@ -147,6 +148,10 @@ def summary(scores, what: str, classes: int | None, labelled: bool) -> list[str]
             agree = (scores.most_likely == scores.labels).double().mean()
             lines.append(f"  most likely class = label for {100 * agree:.1f}% of the images")
     return lines
+
+
+def _count(n: int) -> str:
+    return f"{n} image{'' if n == 1 else 's'}"
 
 
 def _titles(names: list[str], scores, shown: slice) -> list[str]:
@@ -168,7 +173,8 @@ def heatmap_figure(images, maps, titles: list[str], title: str = ""):
     n = len(images)
     cols = min(n, GRID_COLUMNS)
     rows = -(-n // cols)
-    fig = Figure(figsize=(2.6 * cols + 1.2, 1.55 * rows + 0.9), layout="constrained")
+    width = 2.6 * cols + 1.2
+    fig = Figure(figsize=(width, 1.55 * rows + 0.9), layout="constrained")
     axes = fig.subplots(rows, 2 * cols, squeeze=False)
     norm = PowerNorm(0.5, 0.0, max(float(maps.max()), 1e-6))
     for k, ax in enumerate(axes.flat):
@@ -184,8 +190,9 @@ def heatmap_figure(images, maps, titles: list[str], title: str = ""):
             ax.imshow(picture[:, :, 0] if picture.shape[2] == 1 else picture, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             ax.set_title(titles[i], fontsize=7, loc="left")
     fig.colorbar(ScalarMappable(norm, HEATMAP), ax=axes, shrink=0.8, label="NLL per pixel (nats)")
-    fig.suptitle(f"{title}\neach image (left) beside its per-pixel NLL -log p(x_i | x_<i) (right; square-root colour scale), "
-                 "which sums to the image's NLL", fontsize=8)
+    formula = "-log p(x_i | x_<i)".replace(" ", "\u00a0")  # wrapped as one word
+    legend = f"each image (left) beside its per-pixel NLL {formula} (right; square-root colour scale), which sums to the image's NLL"
+    fig.suptitle("\n".join([title, *textwrap.wrap(legend, int(15 * width))]), fontsize=8)
     return fig
 
 
