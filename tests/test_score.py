@@ -176,3 +176,13 @@ def test_a_bad_value_is_answered_before_torch_is_imported(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and lines[-1] == "error: split=tset is not allowed; choose one of: train, val, test"
     assert "torch" not in {line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")}
+
+
+def test_the_readmes_python_example_runs():
+    """README "From Python" as written, with a shipped model: the maps sum to the NLL it prints."""
+    text = (ROOT / "README.md").read_text().split("### From Python", 1)[1]
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    names: dict = {}
+    exec(code, names)
+    assert torch.allclose(names["heat"].flatten(1).sum(1), names["nats"], rtol=1e-5)
+    assert torch.equal(names["filled"][:, :, :14], names["images"][:, :, :14])
