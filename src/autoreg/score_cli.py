@@ -17,6 +17,8 @@ Every bad value or input is one line, before anything is written.
 """
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import textwrap
@@ -85,7 +87,7 @@ def score(cfg: DictConfig) -> tuple[Path, Path | None]:
         names, what = [str(p) for p in paths], str(cfg.input)
     if classes and labels is None:
         log.info("no labels: nll, bits/dim and the heatmaps of each image are given its most likely class")
-    scores = model.score(images, labels if classes else None, batch_size=cfg.batch_size, progress=cfg.progress)
+    scores = model.score(images, labels, batch_size=cfg.batch_size, progress=cfg.progress)
 
     ckpt = Path(cfg.ckpt)
     out = Path(cfg.out) if cfg.out else ckpt.with_name(f"{ckpt.stem}_scores_{_stem(cfg)}.csv")
@@ -111,9 +113,6 @@ def _stem(cfg: DictConfig) -> str:
 def csv_text(names: list[str], scores, first: str) -> str:
     """One row per image: its file (or index), NLL in nats and bits/dim; a conditional model's
     label (the one the NLL is given), log p(x) over the classes and the most likely class."""
-    import csv
-    import io
-
     conditional = scores.labels is not None
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -197,8 +196,6 @@ def heatmap_figure(images, maps, titles: list[str], title: str = ""):
 
 
 def _png_bytes(figure) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     return buffer.getvalue()
