@@ -131,7 +131,7 @@ def one_line_error(capsys, *overrides: str) -> str:
     return err
 
 
-def test_each_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys):
+def test_each_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys, offline):
     ckpt, _ = run
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -152,6 +152,7 @@ def test_each_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys):
     assert "split=tset is not allowed" in one_line_error(capsys, f"ckpt={ckpt}", "split=tset", out)
     assert "must be a .csv path" in one_line_error(capsys, f"ckpt={ckpt}", "split=test", f"out={tmp_path}/s.png")
     assert "is not a checkpoint at all" in one_line_error(capsys, f"ckpt={bad / 'x.png'}", "split=test", out)
+    assert "(score.py: data_root=<dir>)" in one_line_error(capsys, "ckpt=paper_mnist_pixelcnn", "split=test", f"data_root={bad}", out)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("*.csv")) and not list(tmp_path.glob("*.png"))
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from autoreg.checks import check_choice, check_int, require_int
-from autoreg.errors import ConfigError, OutputError, UserError, exit_with_one_line
+from autoreg.errors import ConfigError, DataError, OutputError, UserError, exit_with_one_line
 
 log = logging.getLogger("autoreg")
 
@@ -78,7 +78,10 @@ def score(cfg: DictConfig) -> tuple[Path, Path | None]:
     if cfg.label is not None and cfg.label >= classes:
         raise ConfigError(f"label={cfg.label} is invalid: it must be a class in 0..{classes - 1}")
     if cfg.split is not None:
-        images, labels = split_images(model.module, cfg.split, cfg.num, cfg.data_root)
+        try:
+            images, labels = split_images(model.module, cfg.split, cfg.num, cfg.data_root)
+        except DataError as err:  # it names the data config's key; here the directory is data_root=
+            raise DataError(f"{err} (score.py: data_root=<dir>)") from None
         names, what = [str(i) for i in range(len(images))], f"{cfg.split} split"
     else:
         paths = input_paths(str(cfg.input))
