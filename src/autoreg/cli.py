@@ -159,14 +159,6 @@ def run(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         exit_with_one_line(err)
 
 
-def module_main(task: Callable[[list[str]], Any], argv: list[str] | None = None) -> Any:
-    """A `python -m autoreg.analysis.<tool> key=value ...` entry: INFO logging to the console
-    without Lightning's noise, and `task(argv)`'s UserError as one line (`run`)."""
-    install_log_filters()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run(task, sys.argv[1:] if argv is None else argv)
-
-
 def sample_main(cfg: DictConfig) -> None:
     """sample.py's task."""
     install_log_filters()
@@ -177,15 +169,3 @@ def train_main(cfg: DictConfig) -> float:
     """train.py's task: returns the final val/nll, the metric sweepers minimise."""
     metrics, _ = run(train, cfg)
     return metrics.get("val/nll", math.nan)
-
-
-def split_own_keys(argv: list[str], keys: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
-    """A tool's own `key=value` arguments (`keys`), and the rest (config overrides) in their order."""
-    own, rest = {}, []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key in keys:
-            own[key] = value
-        else:
-            rest.append(arg)
-    return own, rest
