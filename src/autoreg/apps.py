@@ -58,7 +58,7 @@ def _sample(cfg: DictConfig) -> None:
 
 
 def _compress(cfg: DictConfig) -> None:
-    from autoreg.compression import compress_main
+    from autoreg.compression.cli import compress_main
 
     compress_main(cfg)
 
