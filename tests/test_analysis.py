@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from autoreg.analysis.receptive_field import context_counts, gradient_map, pixelcnn_reach
+from autoreg.analysis.receptive_field import context_counts, gradient_map
+from autoreg.families.pixelcnn import pixelcnn_reach
 from autoreg.apps import receptive_field
 from autoreg.analysis.report import write_report
 from autoreg.cli import train

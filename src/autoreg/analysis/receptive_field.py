@@ -98,16 +98,6 @@ def context_counts(field: torch.Tensor, pixel: tuple[int, int]) -> ContextCounts
     return ContextCounts(int(flat[:q].sum()), q, int(flat[q + 1 :].sum()))
 
 
-def pixelcnn_reach(first_kernel: int, kernel: int, depth: int) -> tuple[int, int]:
-    """(earlier pixels reached, blind spot size) of a dilation-1 PixelCNN at a pixel at least
-    R = first_kernel // 2 + depth * (kernel // 2) pixels from the top, left and right edges
-    (derivation in the module docstring)."""
-    h1, h = first_kernel // 2, kernel // 2
-    radius = h1 + depth * h
-    blind = sum(radius - ((t - 1) * h + max(h1, h - 1)) for t in range(1, depth + 1))
-    return radius + radius * (2 * radius + 1) - blind, blind
-
-
 def field_image(field: torch.Tensor, pixel: tuple[int, int]) -> tuple[np.ndarray, LogNorm]:
     """An RGB picture of a gradient map: reached pixels coloured by log |gradient| (viridis),
     missed earlier pixels pink, later pixels grey, the predicted pixel red."""
@@ -157,11 +147,14 @@ def describe(model_cfg: dict) -> str:
 
 
 def blind_spot_note(model_cfg: dict, field: torch.Tensor, pixel: tuple[int, int]) -> str:
-    """For a dilation-1 PixelCNN, the theory's counts next to the measured ones."""
-    if model_cfg["name"] != "pixelcnn" or model_cfg.get("dilation", 1) != 1:
+    """The family's theory of its field (`Family.field_theory`: PixelCNN's blind spot), next to
+    the measured counts; empty where it has none."""
+    from autoreg.families import declared
+
+    theory = declared(model_cfg).field_theory()
+    if theory is None:
         return ""
-    reached, blind = pixelcnn_reach(model_cfg["first_kernel"], model_cfg["kernel"], model_cfg["depth"])
-    radius = model_cfg["first_kernel"] // 2 + model_cfg["depth"] * (model_cfg["kernel"] // 2)
+    radius, reached, blind = theory
     if pixel[0] < radius or pixel[1] < radius or pixel[1] + radius >= field.shape[1]:
         return f"radius {radius} reaches the image's edges; theory in a larger image: blind spot {blind}, reached {reached}"
     return f"theory: blind spot {blind}, reached {reached} (measured {context_counts(field, pixel).reached})"
