@@ -34,6 +34,8 @@ PRESETS = {
                                     ["model.depth=1", "model.channels=8"]),
     "paper_mnist_gated_pixelcnn": ({"name": "gated_pixelcnn", "depth": 15, "channels": 16, "kernel": 5},
                                    "none on this benchmark", ["model.depth=1", "model.channels=8"]),
+    "paper_mnist_pixelcnn_pp": ({"name": "pixelcnn_pp", "nr_resnet": 1, "channels": 32, "likelihood": "bernoulli"},
+                                "none on this benchmark", ["model.channels=8"]),
 }
 TWO_STEPS = [
     "trainer.max_steps=2", "trainer.max_epochs=-1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
