@@ -10,6 +10,7 @@ line in under a second.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -39,10 +40,35 @@ def _app(config_name: str, task: Callable[[DictConfig], Any]) -> Callable[[], An
 
     def main() -> Any:
         check_group_options(sys.argv[1:])
+        check_overrides(config_name, sys.argv[1:])
         return app()
 
     main.__doc__ = f"The `{config_name}` command (conf/{config_name}.yaml)."
     return main
+
+
+def check_overrides(config_name: str, argv: list[str]) -> None:
+    """A key the config does not have (`foo=1`, `model.foo=1`) or a value Hydra cannot parse is one
+    line naming it, instead of Hydra's report; a sweep (-m) and Hydra's own flags are left to Hydra."""
+    if any(arg.startswith("-") for arg in argv):
+        return
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+
+    from autoreg.errors import ConfigError, exit_with_one_line
+
+    try:
+        with initialize_config_module(version_base="1.3", config_module=CONF.removeprefix("pkg://")):
+            compose(config_name, overrides=argv)
+    except HydraException as err:
+        text = f"{err} {err.__cause__ or ''}"
+        unknown = re.search(r"Could not override '([^']+)'", text)
+        if unknown and "not in struct" in text:
+            key = unknown.group(1)
+            message = f"{key} is not a key of conf/{config_name}.yaml (or its groups): check the spelling (+{key}=... adds a new key)"
+        else:
+            message = " ".join(line.strip().rstrip(".") + "." for line in text.splitlines()[:2] if line.strip())
+        exit_with_one_line(ConfigError(message))
 
 
 def _train(cfg: DictConfig) -> float:
