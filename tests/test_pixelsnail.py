@@ -69,6 +69,7 @@ def earlier(probes, n_pixels):
     ((1, 9, 4), Bernoulli(), {"depth": 2}),
     ((3, 5, 5), DiscretizedLogisticMixture(2), {"nr_resnet": 2}),
     ((1, 1, 6), Bernoulli(), {}),  # one row: only the left context
+    ((1, 6, 7), Bernoulli(), {"u_stream": False, "depth": 2}),  # ul alone: the attention brings the rows above right
 ])
 def test_causal_and_sees_every_earlier_pixel_at_odd_sizes(shape, head, keys, conditional):
     """Every output sub-pixel of every pixel depends on exactly the pixels before it in raster
@@ -204,6 +205,8 @@ def test_family_is_found_and_built_from_the_config():
     assert cifar.distribution.name == "logistic_mixture" and cifar.net.out.out_channels == 100
     net = build_model({"name": "pixelsnail", "conditional": True}, (1, 8, 8), Bernoulli(), num_classes=10)
     assert net.label_bias.layers == 2 * (2 * 2 + 1)  # depth x (2 nr_resnet stream blocks + the one after attention)
+    net = build_model({"name": "pixelsnail", "conditional": True, "u_stream": False}, (1, 8, 8), Bernoulli(), num_classes=10)
+    assert net.label_bias.layers == 2 * (2 + 1) and net.u_first is None
 
 
 def test_dropout_is_active_in_training_only():
@@ -224,6 +227,7 @@ def test_dropout_is_active_in_training_only():
     (["model.value_channels=5"], "model.value_channels=5 is invalid with model.heads=2"),
     (["model.dropout=1.0"], "model.dropout=1.0 is invalid"),
     (["model.dropout=true"], "model.dropout=True is invalid"),
+    (["model.u_stream=maybe"], "model.u_stream=maybe is invalid: it must be true or false"),
     (["data=cifar10", "model.likelihood=categorical"], "model.likelihood=categorical cannot model 3-channel images with model=pixelsnail"),
     (["model.likelihood=logistic_mixture"], "model.likelihood=logistic_mixture models 8-bit data, but data.bits=1"),
     (["+model.kernel=3"], "model.kernel is not an option of model=pixelsnail"),
@@ -237,7 +241,7 @@ def test_config_errors_are_one_line(overrides, named):
 def test_check_accepts_the_defaults_and_the_paper():
     PixelSNAILKeys().check((1, 28, 28), "bernoulli")
     PixelSNAILKeys(depth=12, nr_resnet=4, channels=256, key_channels=16, value_channels=128, heads=1,
-                   dropout=0.5).check((3, 32, 32), "logistic_mixture")
+                   dropout=0.5, u_stream=False).check((3, 32, 32), "logistic_mixture")
 
 
 def test_tiny_training_run(tmp_path):

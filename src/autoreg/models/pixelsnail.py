@@ -38,11 +38,13 @@ F-feature gated resnet block (the streams' and the one after each attention; aut
 Likelihoods: as PixelCNN++ (whole pixels: the logistic mixture; for one-channel images also the
 per-sub-pixel heads).
 
-NOTE: the reference's CIFAR-10 network (`h12_noup_smallkey`) keeps only the ul stream and uses elu
-in its blocks; ours keeps PixelCNN++'s two streams with concat_elu (the reference's `model_spec`),
-so its convolutions see the whole neighbourhood above too. Plain convolutions with PyTorch's
-initialisation instead of weight normalisation, as in our PixelCNN++. Sampling is naive only (a full
-forward pass per pixel).
+`u_stream=false` drops the u stream, as the reference's CIFAR-10 network (`h12_noup_smallkey`)
+does: the ul convolutions then reach only up and to the left, and the attention brings the rest.
+
+NOTE: the reference's CIFAR-10 blocks use elu; ours use PixelCNN++'s concat_elu (as the reference's
+`model_spec` does), which doubles each convolution's inputs. Plain convolutions with PyTorch's
+initialisation instead of weight normalisation, as in our PixelCNN++. Sampling is naive only (a
+full forward pass per pixel).
 """
 from __future__ import annotations
 
@@ -126,31 +128,34 @@ class PixelSNAIL(nn.Module):
         self.distribution = distribution
         self.num_classes = num_classes
         f, n, dropout = keys.channels, keys.nr_resnet, keys.dropout
-        self.u_first = DownShiftedConv2d(c + 1, f, (2, 3))
         self.ul_first_above = DownShiftedConv2d(c + 1, f, (1, 3))
         self.ul_first_left = DownRightShiftedConv2d(c + 1, f, (2, 1))
+        u = n if keys.u_stream else 0  # u blocks per block
+        self.u_first = DownShiftedConv2d(c + 1, f, (2, 3)) if u else None
         self.u_blocks = nn.ModuleList(
-            nn.ModuleList(GatedResnet(f, DownShiftedConv2d, 0, dropout) for _ in range(n)) for _ in range(keys.depth))
+            nn.ModuleList(GatedResnet(f, DownShiftedConv2d, 0, dropout) for _ in range(u)) for _ in range(keys.depth))
         self.ul_blocks = nn.ModuleList(
-            nn.ModuleList(GatedResnet(f, DownRightShiftedConv2d, f, dropout) for _ in range(n)) for _ in range(keys.depth))
+            nn.ModuleList(GatedResnet(f, DownRightShiftedConv2d, f if u else 0, dropout) for _ in range(n))
+            for _ in range(keys.depth))
         self.attention = nn.ModuleList(
             CausalAttention(c + f + BACKGROUND, f + BACKGROUND, keys.key_channels, keys.value_channels, keys.heads, dropout)
             for _ in range(keys.depth))
         self.mix = nn.ModuleList(GatedResnet(f, PointwiseConv, keys.value_channels, dropout) for _ in range(keys.depth))
         self.out = nn.Conv2d(f, distribution.num_params(c), 1)
-        self.label_bias = ClassBias(num_classes, 2 * f, keys.depth * (2 * n + 1)) if num_classes else None
+        self.label_bias = ClassBias(num_classes, 2 * f, keys.depth * (u + n + 1)) if num_classes else None
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         bias = iter(self.label_bias(y)) if self.label_bias is not None else itertools.repeat(None)
         b, _, h, w = x.shape
         image = 2 * x - 1
         x = torch.cat([image, torch.ones_like(x[:, :1])], dim=1)  # a channel of ones: the image's zeros are not padding
-        u = down_shift(self.u_first(x))
+        u = down_shift(self.u_first(x)) if self.u_first is not None else None
         ul = down_shift(self.ul_first_above(x)) + right_shift(self.ul_first_left(x))
         where = background(b, h, w, image)
         for u_blocks, ul_blocks, attention, mix in zip(self.u_blocks, self.ul_blocks, self.attention, self.mix):
-            for u_block, ul_block in zip(u_blocks, ul_blocks):
-                u = u_block(u, bias=next(bias))
+            for k, ul_block in enumerate(ul_blocks):
+                if u is not None:
+                    u = u_blocks[k](u, bias=next(bias))
                 ul = ul_block(ul, u, next(bias))
             mixed = attention(torch.cat([image, ul, where], dim=1), torch.cat([ul, where], dim=1))
             ul = mix(ul, mixed, next(bias))
