@@ -2,13 +2,13 @@
 Generative Model", ICML, arXiv 1712.09763, sec. 3; reference code neocxi/pixelsnail-public).
 
 Causal convolutions reach only a bounded neighbourhood of the past; a soft-attention lookup reaches
-all of it at once. PixelSNAIL interleaves the two: `depth` blocks, each
+all of it at once. PixelSNAIL interleaves the two: `depth` blocks, each (F = `channels`)
 
-    u  ── nr_resnet gated resnet blocks (2x3 down-shifted convolutions) ──────────────> u
-    ul ── nr_resnet gated resnet blocks (2x2 down-right-shifted, reading u) ─┬─> 1x1 gated resnet ─> ul
-                                                                               │        ^ (its shortcut input)
-          keys, values <- [image, ul, background] ─┐                          │        │
-          queries      <- [ul, background] ────────┴─ causal attention ───────┴────────┘
+    u  ─ nr_resnet gated resnets, 2x3 down-shifted ────────────────────────────────────────> u
+    ul ─ nr_resnet gated resnets, 2x2 down-right-shifted, reading u ─> s ─> 1x1 gated resnet ─> ul
+                                                                            ^ shortcut input a
+    keys, values = 1x1(1x1 gated resnet([image, s, background])) ─┐         │
+    queries      = 1x1(1x1 gated resnet([s, background])) ────────┴─ causal attention ─> a
 
 and after the last block elu -> 1x1 -> the likelihood's parameters. The streams and their first
 layers are PixelCNN++'s (autoreg.models.pixelcnn_pp.GatedResnet, autoreg.nn.shifted) at one
@@ -20,11 +20,12 @@ positions j < i, never itself), and the first pixel, with no past, reads nothing
 output is zero). Through the image in the keys, the params of every pixel depend on every earlier
 pixel from the first block on.
 
-    attention mask (3 x 3 image, 9 positions; row: query i, column: key j)
-        0 . . . . . . . .       (row 0: no key; its output is zero)
-        1 0 . . . . . . .
-        1 1 0 . . . . . .
-        1 1 1 1 1 1 1 1 0
+    the attention mask over a 3 x 3 image (row: query i, column: key j; 1: may read)
+        i=0  . . . . . . . . .    (no key: the output is zero)
+        i=1  1 . . . . . . . .
+        i=2  1 1 . . . . . . .
+        ...
+        i=8  1 1 1 1 1 1 1 1 .
 
 Every projection of the attention block is per position (1x1 gated resnets and 1x1 convolutions),
 so the key and value of pixel j depend on the features at j alone and the attention is PyTorch's
