@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from autoreg.checks import require_bool, require_int
 from autoreg.errors import ConfigError
 from autoreg.families import Family
-from autoreg.likelihoods import HEADS
+from autoreg.families.pixelcnn_pp import require_dropout, require_whole_pixel_head
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,5 @@ class PixelSNAILKeys(Family):
                     "it must be a multiple of the heads (each head takes an equal share)"
                 )
         require_bool("model.u_stream", self.u_stream)
-        dropout = self.dropout
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ConfigError(f"model.dropout={dropout} is invalid: it must be a number in [0, 1)")
-        c = image_shape[0]
-        if c > 1 and not HEADS[likelihood].joint:
-            raise ConfigError(
-                f"model.likelihood={likelihood} cannot model {c}-channel images with model=pixelsnail: its network "
-                "sees earlier pixels only, not a pixel's earlier channels; use model.likelihood=logistic_mixture"
-            )
+        require_dropout(self.dropout)
+        require_whole_pixel_head(self.NAME, image_shape, likelihood)
