@@ -11,7 +11,11 @@ Adam) from just before the model is built (after one step of a tiny copy that se
 libraries): weights, Adam state, activations and the allocator's slack; then the median time of
 `--steps` more steps.
 
-    .venv/bin/python experiments/pixelsnail/measure.py [--threads 1] [--steps 5] [--out table.md]
+Then the naive sampler's time for 16 28x28 images of the default model (a full forward pass per
+pixel), the baseline of a cached sampler: timed on the first `--sample-rows` rows (the rest given)
+and scaled to all 28, as experiments/benchmarks/sampling_speed.py does (every pass costs the same).
+
+    .venv/bin/python experiments/pixelsnail/measure.py [--threads 1] [--steps 5] [--sample-rows 4] [--out table.md]
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from autoreg.families import build_model
 from autoreg.likelihoods import distribution_for
+from autoreg.sampling import sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from common import Machine, can_measure_memory, peak_rss_mib, reset_peak, rss_mib  # noqa: E402  (experiments/benchmarks/common.py)
@@ -75,10 +80,24 @@ def measure(size: int, batch: int, bf16: bool, math_backend: bool, steps: int, t
     return peak, statistics.median(times), parameters
 
 
+def naive_sampling_seconds(rows: int, batch: int = 16) -> float:
+    """Seconds for the naive sampler to draw `batch` 28x28 images of the default model (Bernoulli),
+    from the time of its first `rows` rows."""
+    shape, bits, head = SHAPES[28]
+    torch.manual_seed(0)
+    model = build_model({"name": "pixelsnail"}, shape, distribution_for(bits, head)).eval()
+    given = torch.zeros(1, 1, *shape[1:], dtype=torch.bool)
+    given[..., rows:, :] = True
+    start = time.perf_counter()
+    sample(model, method="naive", known=torch.zeros(batch, *shape), known_mask=given, seed=0)
+    return (time.perf_counter() - start) * shape[1] / rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=5, help="timed training steps per row")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--sample-rows", type=int, default=4, help="rows to time the naive sampler on (0: skip it)")
     parser.add_argument("--out", default=None, help="also write the table (markdown) to this file")
     args = parser.parse_args()
     machine = Machine()
@@ -100,6 +119,13 @@ def main() -> None:
         print(line, flush=True)
     setup = (f"the default model ({', '.join(f'{s}x{s}: {n:,} parameters' for s, n in parameters.items())}), "
              f"median of {args.steps} steps, " + machine.line(args.threads))
+    if args.sample_rows:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        seconds = naive_sampling_seconds(args.sample_rows)
+        lines += ["", f"Naive sampling, 16 images of 28x28, the default model: {seconds:.0f} s "
+                      f"(timed on the first {args.sample_rows} of 28 rows, x{28 / args.sample_rows:g})."]
+        print(lines[-1])
     print(setup)
     if args.out:
         command = " ".join([".venv/bin/python", "experiments/pixelsnail/measure.py", *sys.argv[1:]])
