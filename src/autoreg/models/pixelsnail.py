@@ -74,7 +74,7 @@ def background(batch: int, h: int, w: int, like: Tensor) -> Tensor:
 
 def earlier_pixels(n: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """The attention mask of n positions in raster order, (n, n), True where query i may read key j
-    (j < i), and (n, 1) ones where a query has any key (all but the first). The first row is given
+    (j < i), and (n, 1), True where a query has any key (all but the first). The first row is given
     its own key so that no row is empty (an empty softmax is NaN in some backends); its output is
     then multiplied by zero."""
     mask = torch.ones(n, n, dtype=torch.bool, device=device).tril(-1)
