@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,12 @@ def compose_train(overrides: list[str] = (), output_dir: Path | None = None) -> 
     extra = [f"paths.output_dir={output_dir}"] if output_dir else ["paths.output_dir=unused"]
     with initialize(version_base="1.3", config_path="../conf"):
         return compose(config_name="train", overrides=list(overrides) + extra)
+
+
+def run_command(command, args: list[str], monkeypatch):
+    """One of autoreg.apps' commands run in this process with `args` as its command line."""
+    monkeypatch.setattr(sys, "argv", [command.__name__, *args])
+    return command()
 
 
 @contextlib.contextmanager

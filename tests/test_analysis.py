@@ -10,13 +10,15 @@ import pytest
 import torch
 import yaml
 
-from autoreg.analysis.receptive_field import context_counts, gradient_map, main, pixelcnn_reach
+from autoreg.analysis.receptive_field import context_counts, gradient_map
+from autoreg.families.pixelcnn import pixelcnn_reach
+from autoreg.apps import receptive_field
 from autoreg.analysis.report import write_report
 from autoreg.cli import train
 from autoreg.families import build_model
 from autoreg.likelihoods import distribution_for
 
-from conftest import read_events
+from conftest import read_events, run_command
 
 RANDOM_IMAGES = torch.randint(0, 2, (8, 1, 20, 20), generator=torch.Generator().manual_seed(0)).float()
 
@@ -81,9 +83,9 @@ def test_row_lstm_field_is_a_triangle():
     assert context_counts(f, (10, 10)).later == 0
 
 
-def test_cli_writes_the_heatmap_and_prints_the_theory(tmp_path, capsys):
+def test_cli_writes_the_heatmap_and_prints_the_theory(tmp_path, capsys, monkeypatch):
     out = tmp_path / "rf.png"
-    main(["model=pixelcnn", "model.depth=3", "model.kernel=5", f"out={out}"])
+    run_command(receptive_field, ["model=pixelcnn", "model.depth=3", "model.kernel=5", f"out={out}"], monkeypatch)
     printed = capsys.readouterr().out
     reached, blind = pixelcnn_reach(7, 5, 3)
     assert f"reached {reached} of 406 earlier pixels" in printed  # 28 x 28, centre (14, 14)
@@ -91,19 +93,19 @@ def test_cli_writes_the_heatmap_and_prints_the_theory(tmp_path, capsys):
     assert out.stat().st_size > 5000
 
 
-def test_cli_rejects_a_bad_value_in_one_line(capsys):
+def test_cli_rejects_a_bad_value_in_one_line(capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
-        main(["model.kernel=4"])
+        run_command(receptive_field, ["model.kernel=4"], monkeypatch)
     assert exit_.value.code == 1
     assert capsys.readouterr().err.strip() == "error: model.kernel=4 is invalid: it must be an odd integer >= 1 (e.g. 3, 5, 7)"
 
 
-def test_training_logs_the_field_and_the_cli_draws_a_checkpoint(tiny_cfg, tmp_path, capsys):
+def test_training_logs_the_field_and_the_cli_draws_a_checkpoint(tiny_cfg, tmp_path, capsys, monkeypatch):
     train(tiny_cfg())  # the default callbacks include ReceptiveFieldImage
     images = read_events(tmp_path)["images"]
     assert [step for step, _ in images["train/receptive_field"]] == [4]
     ckpt = next((tmp_path / "checkpoints").glob("last*.ckpt"))
-    main([f"ckpt={ckpt}"])
+    run_command(receptive_field, [f"ckpt={ckpt}"], monkeypatch)
     printed = capsys.readouterr().out
     assert "untrained: reached" in printed and "trained: reached" in printed
     assert ckpt.with_name(f"{ckpt.stem}_receptive_field.png").is_file()

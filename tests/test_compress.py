@@ -11,15 +11,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from autoreg.cli import train
-from autoreg.compression import (
-    HEADER_BYTES,
-    CompressedFileError,
-    compress,
-    compress_main,
-    compress_task,
-    decompress,
-    split_images,
-)
+from autoreg.compression import HEADER_BYTES, CompressedFileError, compress, decompress, split_images
+from autoreg.compression.cli import compress_main, compress_task
 from autoreg.errors import DataError
 from autoreg.module import AutoregressiveModule
 from conftest import TINY, compose_train
@@ -194,7 +187,7 @@ def test_another_checkpoint_is_refused(ckpt, encoded, tmp_path, capsys):
 def test_probabilities_that_differ_at_decoding_are_caught(monkeypatch):
     """Decoding on a machine whose arithmetic differs (here: probabilities nudged) must not write
     other images than were encoded."""
-    import autoreg.compression as compression
+    import autoreg.compression.coder as compression
 
     shape = (1, 4, 4)
     module = tiny_module(shape, 1, *FAMILIES["pixelcnn"])

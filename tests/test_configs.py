@@ -8,11 +8,11 @@ import torch
 from hydra.utils import instantiate
 
 from autoreg.build import build_datamodule
-from autoreg.config import validate
+from autoreg.config import run_spec, validate
 from autoreg.data import IMAGE_SHAPES
 from autoreg.module import AutoregressiveModule
 from autoreg import trainer_config
-from autoreg.trainer_config import resolve_precision, resolve_trainer
+from autoreg.trainer_config import resolve_precision
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose_train
@@ -49,8 +49,7 @@ def test_data_configs(name):
 
 @pytest.mark.parametrize("name", [n for n in options("trainer") if n != "gpu"])
 def test_trainer_configs(name, tmp_path):
-    cfg = compose_train([f"trainer={name}"], tmp_path)
-    resolve_trainer(cfg)  # train() does this before building the Trainer
+    cfg, _ = run_spec(compose_train([f"trainer={name}"], tmp_path))  # as train() builds its Trainer
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
@@ -88,11 +87,13 @@ def test_precision_auto_picks_bf16_only_where_it_is_fast(fast, accelerator, cuda
     asked = []
     monkeypatch.setattr(trainer_config, "fast_bf16", lambda d: asked.append(d) or fast)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    cfg = compose_train([f"trainer.accelerator={accelerator}"])
-    assert cfg.trainer.precision == "auto"  # the default
-    note = resolve_precision(cfg)
+    composed = compose_train([f"trainer.accelerator={accelerator}"])
+    assert composed.trainer.precision == "auto"  # the default
+    resolved, note = resolve_precision(composed)
     assert asked == [device]
-    assert cfg.trainer.precision == ("bf16-mixed" if fast else "32-true")
+    assert resolved == {"precision": "bf16-mixed" if fast else "32-true"}
+    cfg, notes = run_spec(composed)
+    assert cfg.trainer.precision == resolved["precision"] and notes[0] == note and composed.trainer.precision == "auto"
     assert note.startswith(f"trainer.precision=auto -> {cfg.trainer.precision}")
     assert ("GPU" if device == "cuda" else "CPU") in note if fast else device in note
 
@@ -100,4 +101,4 @@ def test_precision_auto_picks_bf16_only_where_it_is_fast(fast, accelerator, cuda
 def test_precision_chosen_by_the_user_is_kept(monkeypatch):
     monkeypatch.setattr(trainer_config, "fast_bf16", lambda device: True)
     cfg = compose_train(["trainer.precision=32-true"])
-    assert resolve_precision(cfg) is None and cfg.trainer.precision == "32-true"
+    assert resolve_precision(cfg) == ({}, None) and run_spec(cfg)[0].trainer.precision == "32-true"

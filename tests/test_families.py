@@ -35,6 +35,9 @@ if "gated_pixelcnn" in names():
     TINY_MODELS["gated_pixelcnn"] = {"name": "gated_pixelcnn", "channels": 6, "depth": 2, "kernel": 3}
 if "pixelcnn_pp" in names():
     TINY_MODELS["pixelcnn_pp"] = {"name": "pixelcnn_pp", "channels": 6, "nr_resnet": 1}
+if "pixelsnail" in names():
+    TINY_MODELS["pixelsnail"] = {"name": "pixelsnail", "channels": 6, "nr_resnet": 1, "depth": 1, "key_channels": 4,
+                                 "value_channels": 4}
 
 
 def conditional(key: str, shape=(1, 6, 6), distribution=None, classes: int = 4):
@@ -49,7 +52,7 @@ def conditional(key: str, shape=(1, 6, 6), distribution=None, classes: int = 4):
 
 
 def test_every_model_config_is_a_discovered_family_that_builds():
-    assert {"pixelcnn", "pixelrnn", "gated_pixelcnn", "pixelcnn_pp"} <= set(CONFIGS)
+    assert {"pixelcnn", "pixelrnn", "gated_pixelcnn", "pixelcnn_pp", "pixelsnail"} <= set(CONFIGS)
     for name in CONFIGS:
         cfg = compose_train([f"model={name}"])
         validate(cfg)

@@ -26,6 +26,9 @@ PRESETS = {
                                      "3.03 test bits/dim", ["model.depth=1", "model.channels=6"]),
     "paper_cifar10_pixelcnn_pp": ({"name": "pixelcnn_pp", "nr_resnet": 5, "channels": 160, "dropout": 0.5,
                                    "nr_logistic_mix": 10}, "2.92 test bits/dim", ["model.nr_resnet=1", "model.channels=8"]),
+    "paper_cifar10_pixelsnail": ({"name": "pixelsnail", "depth": 12, "nr_resnet": 4, "channels": 256, "key_channels": 16,
+                                  "value_channels": 128, "heads": 1, "dropout": 0.5, "u_stream": False, "nr_logistic_mix": 10},
+                                 "2.85 test bits/dim", ["model.depth=1", "model.nr_resnet=1", "model.channels=8"]),
     "paper_mnist_pixelcnn": ({"name": "pixelcnn", "depth": 15, "channels": 32}, "81.30 nats",
                              ["model.depth=1", "model.channels=8"]),
     "paper_mnist_row_lstm": ({"name": "pixelrnn", "arch": "row_lstm", "depth": 7, "channels": 32}, "80.54 nats",
@@ -34,6 +37,10 @@ PRESETS = {
                                     ["model.depth=1", "model.channels=8"]),
     "paper_mnist_gated_pixelcnn": ({"name": "gated_pixelcnn", "depth": 15, "channels": 16, "kernel": 5},
                                    "none on this benchmark", ["model.depth=1", "model.channels=8"]),
+    "paper_mnist_pixelcnn_pp": ({"name": "pixelcnn_pp", "nr_resnet": 1, "channels": 32, "likelihood": "bernoulli"},
+                                "none on this benchmark", ["model.channels=8"]),
+    "paper_mnist_pixelsnail": ({"name": "pixelsnail", "depth": 4, "nr_resnet": 2, "channels": 16, "heads": 2},
+                               "none on this benchmark", ["model.depth=1", "model.nr_resnet=1", "model.channels=8"]),
 }
 TWO_STEPS = [
     "trainer.max_steps=2", "trainer.max_epochs=-1", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",

@@ -101,6 +101,21 @@ def test_group_options_of_a_sweep_and_presets_are_checked():
         _check_group_options(["+experiment=kernel_sweeep"], conf)
 
 
+@pytest.mark.parametrize("config,argv,line", [
+    ("train", ["model.kernal=5"], "model.kernal is not a key of conf/train.yaml (or its groups): check the spelling (+model.kernal=... adds a new key)"),
+    ("quality", ["ckpt=x.ckpt", "nmu=4"], "nmu is not a key of conf/quality.yaml (or its groups): check the spelling (+nmu=... adds a new key)"),
+    ("sample", ["ckpt=x.ckpt", "num=[4"], "no viable alternative at input '[4'."),
+])
+def test_a_key_the_config_does_not_have_is_one_line_before_hydra(config, argv, line, capsys):
+    from autoreg.apps import check_overrides
+
+    with pytest.raises(SystemExit) as exit_:
+        check_overrides(config, argv)
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {line}")
+
+
 def test_long_sweep_job_names_are_cut_and_unique():
     from autoreg.run_dirs import job_dirname
 

@@ -23,7 +23,8 @@ DATA_ROOT = str(HERE.parents[1].parent / "shared" / "data" / "binarized_mnist")
 PAPER = {"paper_mnist_pixelcnn": ("81.30", "PixelRNN paper (arXiv 1601.06759), table 4"),
          "paper_mnist_row_lstm": ("80.54", "PixelRNN paper, table 4"),
          "paper_mnist_diagonal_bilstm": ("79.20", "PixelRNN paper, table 4"),
-         "paper_mnist_gated_pixelcnn": ("none", "on this benchmark (pytorch-generative's 81.50 is dynamically binarized MNIST)")}
+         "paper_mnist_gated_pixelcnn": ("none", "on this benchmark (pytorch-generative's 81.50 is dynamically binarized MNIST)"),
+         "paper_mnist_pixelcnn_pp": ("none", "on this benchmark (the PixelCNN++ paper reports CIFAR-10 only)")}
 TRAIN_IMAGES = 50000
 
 

@@ -53,8 +53,7 @@ def throughput(candidates: dict[str, list[str]], windows: int, steps: int) -> di
         module, dm = build(cfg)
         dm.setup("fit")
         batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-        resolve_precision(cfg)
-        bf16 = cfg.trainer.precision == "bf16-mixed"
+        bf16 = resolve_precision(cfg)[0].get("precision", cfg.trainer.precision) == "bf16-mixed"
         setups[name] = (module, torch.optim.Adam(module.parameters(), cfg.optim.lr), batch, bf16)
 
     def step(module, opt, batch, bf16):

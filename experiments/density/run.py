@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_auroc
 
 import autoreg
-from autoreg.compression import png_bytes, split_images
+from autoreg.compression.images import png_bytes, split_images
 from autoreg.score_cli import heatmap_figure
 
 HERE = Path(__file__).resolve().parent

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -26,8 +26,8 @@ from autoreg.build import build
 from autoreg.callbacks import best_checkpoint_callback, weight_averaging
 from autoreg.checkpoint import RunCheckpoint, prepare_resume
 from autoreg.checks import check_int
-from autoreg.compat import relaunches_command
-from autoreg.config import validate
+from autoreg.compat import ResumableModelCheckpoint, relaunches_command
+from autoreg.config import run_spec
 from autoreg.distributed import StallGuard, run_before_launch
 from autoreg.errors import ConfigError, UserError, exit_with_one_line, first_line
 from autoreg.hparams import count_parameters, flat_hparams, log_config_text, log_hparams, swept_keys
@@ -35,7 +35,6 @@ from autoreg.log_filters import install_log_filters
 from autoreg.run_dirs import ensure_writable, trial_name
 from autoreg.sample_cli import sample
 from autoreg.summary import run_summary
-from autoreg.trainer_config import resolve_trainer
 
 log = logging.getLogger("autoreg")
 
@@ -43,24 +42,21 @@ log = logging.getLogger("autoreg")
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Validate the config, train (or resume), optionally test; return (metrics, objects)."""
     install_log_filters()
-    validate(cfg)
+    cfg, notes = run_spec(cfg)
     check_int(cfg, "checkpoint.every_n_train_steps", minimum=0)
     output_dir = Path(cfg.paths.output_dir)
     ensure_writable(output_dir)
     ckpt_path, in_place, resumed_at = prepare_resume(cfg, output_dir)
-    for note in resolve_trainer(cfg):
+    for note in notes:
         log.info(note)
     pl.seed_everything(cfg.seed, workers=True)
     module, datamodule = build(cfg)
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     guard = StallGuard()
     # the weight average first: its hooks must run before the others' (autoreg.callbacks)
-    callbacks = weight_averaging(cfg.optim) + [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [guard]
+    callbacks = weight_averaging(cfg.optim) + build_callbacks(cfg, resuming=in_place) + [guard]
     trainer = build_trainer(cfg, logger, callbacks)
     check_launch(cfg, trainer)
-    for callback in callbacks:
-        if isinstance(callback, RunCheckpoint):
-            callback.resuming = in_place
 
     datamodule.setup("fit")
     log.info("data: %s from %s", cfg.data.name, datamodule.source_used)
@@ -104,6 +100,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         for line in run_summary(output_dir, metrics, best or None):
             log.info(line)
     return metrics, {"cfg": cfg, "module": module, "datamodule": datamodule, "trainer": trainer}
+
+
+def build_callbacks(cfg: DictConfig, resuming: bool) -> list[pl.Callback]:
+    """The `callbacks` group's callbacks; a checkpoint callback learns whether the run goes on in
+    its own dir (then its checkpoint dir is not new)."""
+    callbacks = []
+    for node in (cfg.get("callbacks") or {}).values():
+        writes_checkpoints = issubclass(get_class(node._target_), ResumableModelCheckpoint)
+        callbacks.append(instantiate(node, resuming=resuming) if writes_checkpoints else instantiate(node))
+    return callbacks
 
 
 def build_trainer(cfg: DictConfig, logger, callbacks: list) -> pl.Trainer:
@@ -159,14 +165,6 @@ def run(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         exit_with_one_line(err)
 
 
-def module_main(task: Callable[[list[str]], Any], argv: list[str] | None = None) -> Any:
-    """A `python -m autoreg.analysis.<tool> key=value ...` entry: INFO logging to the console
-    without Lightning's noise, and `task(argv)`'s UserError as one line (`run`)."""
-    install_log_filters()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run(task, sys.argv[1:] if argv is None else argv)
-
-
 def sample_main(cfg: DictConfig) -> None:
     """sample.py's task."""
     install_log_filters()
@@ -177,15 +175,3 @@ def train_main(cfg: DictConfig) -> float:
     """train.py's task: returns the final val/nll, the metric sweepers minimise."""
     metrics, _ = run(train, cfg)
     return metrics.get("val/nll", math.nan)
-
-
-def split_own_keys(argv: list[str], keys: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
-    """A tool's own `key=value` arguments (`keys`), and the rest (config overrides) in their order."""
-    own, rest = {}, []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key in keys:
-            own[key] = value
-        else:
-            rest.append(arg)
-    return own, rest

@@ -71,7 +71,10 @@ class ResumableModelCheckpoint(ModelCheckpoint):
     Overrides the private `_ModelCheckpoint__warn_if_dir_not_empty` while `resuming` is set, and
     exposes the private `_should_save_on_train_epoch_end` as `saves_on_train_epoch_end`."""
 
-    resuming = False  # set by whoever resumes the run in this dir (autoreg.cli.train)
+    def __init__(self, *args: Any, resuming: bool = False, **kwargs: Any):
+        """resuming: the run goes on in this dir (autoreg.cli.train), whose checkpoints are its own."""
+        super().__init__(*args, **kwargs)
+        self.resuming = resuming
 
     def _ModelCheckpoint__warn_if_dir_not_empty(self, dirpath) -> None:
         if not self.resuming:

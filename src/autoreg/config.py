@@ -2,7 +2,7 @@
 names the key, the value and what is allowed."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from autoreg.checks import check_choice, check_int, check_positive, require_bool, require_labels
 from autoreg.errors import ConfigError
@@ -78,3 +78,17 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"optim.ema_decay={decay} is invalid: it must be a number in (0, 1), e.g. 0.9995, or null (off)")
     likelihood, _ = choose(cfg.model, keys.NAME, keys.LIKELIHOODS, cfg.data.bits)  # against the family and data.bits
     keys.check(IMAGE_SHAPES[cfg.data.dataset], likelihood)
+
+
+def run_spec(cfg: DictConfig) -> tuple[DictConfig, list[str]]:
+    """The run as it will go: `cfg` validated, resolved (interpolations evaluated once), with the
+    trainer's `auto` values decided for this machine (autoreg.trainer_config), read-only; and the
+    lines that say what `auto` became. `cfg` itself is left as it was."""
+    from autoreg.trainer_config import resolve_trainer
+
+    validate(cfg)
+    trainer, notes = resolve_trainer(cfg)
+    spec = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    spec.trainer.update(trainer)  # check_val_every_n_epoch may be new to the trainer node
+    OmegaConf.set_readonly(spec, True)
+    return spec, notes

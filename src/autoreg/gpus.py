@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from autoreg.checks import require_int
 from autoreg.errors import ConfigError
@@ -179,8 +179,7 @@ def run_on_leased_gpu(task: Callable[[DictConfig], Any], plan: SweepGpus | None,
     job_dir = OmegaConf.select(cfg, "paths.output_dir", default="")
     lease = lease_gpu(Path(plan.lease_dir), plan.gpus, plan.jobs_per_gpu, prefer=_last_gpu, holder=str(job_dir))
     try:
-        with open_dict(cfg):
-            cfg.trainer.devices = [lease.gpu]
+        cfg = OmegaConf.merge(cfg, {"trainer": {"devices": [lease.gpu]}})  # the job's own copy, not the sweep's
         log.info("GPU %d leased for this job (slot %d of %d; trainer.devices=[%d]; leases in %s)",
                  lease.gpu, lease.slot + 1, plan.jobs_per_gpu, lease.gpu, plan.lease_dir)
         return task(cfg)

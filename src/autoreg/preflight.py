@@ -3,6 +3,7 @@ command line) and the Hydra callback `Preflight` (conf/train.yaml `hydra.callbac
 from __future__ import annotations
 
 import difflib
+from importlib import resources
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def _preflight(check: Callable[[], None]) -> None:
         exit_with_one_line(err)
 
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(str(resources.files("autoreg.conf")))  # the config tree the apps compose (autoreg.apps)
 
 
 def check_group_options(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> None:

@@ -65,7 +65,7 @@ def score(cfg: DictConfig) -> tuple[Path, Path | None]:
     import torch
 
     from autoreg.api import Model
-    from autoreg.compression import input_paths, read_pngs, split_images
+    from autoreg.compression.images import input_paths, read_pngs, split_images
     from autoreg.module import AutoregressiveModule
     from autoreg.sample_cli import resolve_device
 

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 FEATURES = 64  # width of the feature layer: small against the few hundred images a Fréchet distance sees
 DEFAULT_DIR = Path("outputs/classifiers")
-DEFAULT_EPOCHS = 6
+DEFAULT_EPOCHS = 6  # the callback's first-use training; the command's default: conf/classifier.yaml
 TRAIN_COMMAND = "python -m autoreg.analysis.classifier"
 
 
@@ -209,32 +209,21 @@ def classifier_for(datamodule, data: dict[str, Any], path: Path | str | None = N
     return classifier, record, target
 
 
-def train_cli(argv: list[str]) -> Path:
-    """`python -m autoreg.analysis.classifier [data=...] [data.*=...] [epochs=N] [seed=S] [out=FILE]`."""
-    from hydra import compose, initialize_config_dir
+def train_cli(cfg) -> Path:
+    """The command's work (conf/classifier.yaml): train the classifier of `cfg.data`, save it."""
     from omegaconf import OmegaConf
 
-    from autoreg.analysis.receptive_field import CONF_DIR
     from autoreg.build import build_datamodule
-    from autoreg.cli import split_own_keys
+    from autoreg.checks import check_int
 
-    own, overrides = split_own_keys(argv, ("epochs", "out"))
-    bad = [a for a in overrides if not (a.startswith("data=") or a.startswith("data.") or a.startswith("seed="))]
-    if bad:
-        raise ConfigError(f"{' '.join(bad)}: the classifier takes data=..., data.<key>=..., epochs=N, seed=S and out=FILE only")
-    try:
-        epochs = int(own.get("epochs", DEFAULT_EPOCHS))
-    except ValueError:
-        epochs = 0
-    if epochs < 1:
-        raise ConfigError(f"epochs={own['epochs']} is invalid: it must be an integer >= 1")
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose(config_name="train", overrides=overrides + ["paths.output_dir=unused"])
+    check_int(cfg, "epochs", minimum=1)
+    check_int(cfg, "seed", minimum=0)
+    epochs = cfg.epochs
     data = OmegaConf.to_container(cfg.data, resolve=True)
     datamodule = build_datamodule(data)
     datamodule.setup("fit")
     key = data_key(data, datamodule.source_used)
-    out = Path(own.get("out") or default_path(key))
+    out = Path(cfg.out or default_path(key))
     classifier, record = train_classifier(datamodule, epochs=epochs, seed=cfg.seed)
     save_classifier(out, classifier, key, datamodule.image_shape, record)
     print(f"feature classifier for {key}: test accuracy {record['test_accuracy']:.4f} ({len(datamodule.splits['test'])} images), "
@@ -243,11 +232,7 @@ def train_cli(argv: list[str]) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    from autoreg.cli import module_main
-
-    module_main(train_cli, argv)
-
-
 if __name__ == "__main__":
-    main()
+    from autoreg.apps import classifier
+
+    classifier()

@@ -281,47 +281,37 @@ class SampleQuality(pl.Callback):
         return {**self.last, **self.extra} if self.last else {}
 
 
-def score_checkpoint(argv: list[str]) -> dict[str, float]:
-    """The CLI's work: load the checkpoint, score it, print and save the scores and a grid."""
+def score_checkpoint(cfg) -> dict[str, float]:
+    """The command's work (conf/quality.yaml): load the checkpoint, score it, print and save the
+    scores and a grid."""
     from autoreg.build import build_datamodule
-    from autoreg.cli import split_own_keys
+    from autoreg.checks import check_int
     from autoreg.module import AutoregressiveModule
     from autoreg.sampling.grids import grid_image
 
-    allowed = ("ckpt", "num", "seed", "method", "classifier", "classifier_dir", "out")
-    own, unknown = split_own_keys(argv, allowed)
-    if unknown:
-        raise ConfigError(f"{unknown[0]}: unknown argument; allowed: {', '.join(k + '=' for k in allowed)}")
-    if not own.get("ckpt"):
-        raise ConfigError("ckpt= is missing: python -m autoreg.analysis.quality ckpt=<run dir>/checkpoints/best.ckpt")
-    ints = {}
-    for key, default in (("num", DEFAULT_NUM), ("seed", 0)):
-        try:
-            ints[key] = int(own.get(key, default))
-        except ValueError:
-            raise ConfigError(f"{key}={own[key]} is invalid: it must be an integer") from None
-    module = AutoregressiveModule.from_checkpoint(own["ckpt"])
+    check_int(cfg, "num", minimum=1)
+    check_int(cfg, "seed", minimum=0)
+    module = AutoregressiveModule.from_checkpoint(cfg.ckpt, key="ckpt")
     net = module.net.eval()
-    method = scored_method(own.get("method", "auto"), net) or "naive"
+    method = scored_method(cfg.method, net) or "naive"
     datamodule = build_datamodule(module.hparams.data)
     datamodule.setup("fit")
-    classifier, record, path = classifier_for(datamodule, dict(module.hparams.data), own.get("classifier"),
-                                              own.get("classifier_dir", DEFAULT_DIR))
-    reference = QualityReference(classifier, datamodule, ints["num"], key="num")
+    classifier, record, path = classifier_for(datamodule, dict(module.hparams.data), cfg.classifier, cfg.classifier_dir)
+    reference = QualityReference(classifier, datamodule, cfg.num, key="num")
     start = time.perf_counter()
-    scores, images = reference.score_model(net, method, ints["seed"])
+    scores, images = reference.score_model(net, method, cfg.seed)
     seconds = time.perf_counter() - start
     result = {**tagged(scores, "val"), **tagged(reference.reference, "reference"),
               "reference/classifier_test_accuracy": record["test_accuracy"], "quality_seconds": seconds,
-              "num": ints["num"], "seed": ints["seed"]}
-    out = Path(own.get("out") or Path(own["ckpt"]).with_name(f"{Path(own['ckpt']).stem}_quality.json"))
+              "num": cfg.num, "seed": cfg.seed}
+    out = Path(cfg.out or Path(cfg.ckpt).with_name(f"{Path(cfg.ckpt).stem}_quality.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**result, "classifier": str(path), "method": method}, indent=2, sort_keys=True) + "\n")
     from torchvision.utils import save_image
 
     shown = min(64, len(images))
     save_image(grid_image(images[:shown].cpu(), int(math.ceil(math.sqrt(shown))), scale=2), out.with_suffix(".png"))
-    print(f"{own['ckpt']}: {ints['num']} {method} samples (seed {ints['seed']}) in {seconds:.1f} s; "
+    print(f"{cfg.ckpt}: {cfg.num} {method} samples (seed {cfg.seed}) in {seconds:.1f} s; "
           f"classifier {path} (test accuracy {record['test_accuracy']:.4f})")
     for key in MODEL_KEYS:
         if key in scores:
@@ -331,11 +321,7 @@ def score_checkpoint(argv: list[str]) -> dict[str, float]:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    from autoreg.cli import module_main
-
-    module_main(score_checkpoint, argv)
-
-
 if __name__ == "__main__":
-    main()
+    from autoreg.apps import quality
+
+    quality()

@@ -45,7 +45,6 @@ autograd.
 """
 from __future__ import annotations
 
-import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +59,7 @@ from torch import nn
 
 from autoreg.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+OWN_KEYS = ("ckpt", "pixel", "out")  # the command's own keys (conf/receptive_field.yaml); the rest are train.py's
 MISSED_RGB = (1.0, 0.72, 0.72)   # earlier pixels the network cannot see
 LATER_RGB = (0.88, 0.88, 0.88)   # pixels the model must not see
 PIXEL_RGB = (0.85, 0.1, 0.1)     # the predicted pixel
@@ -97,16 +96,6 @@ def context_counts(field: torch.Tensor, pixel: tuple[int, int]) -> ContextCounts
     q = pixel[0] * field.shape[1] + pixel[1]
     flat = field.flatten() > 0
     return ContextCounts(int(flat[:q].sum()), q, int(flat[q + 1 :].sum()))
-
-
-def pixelcnn_reach(first_kernel: int, kernel: int, depth: int) -> tuple[int, int]:
-    """(earlier pixels reached, blind spot size) of a dilation-1 PixelCNN at a pixel at least
-    R = first_kernel // 2 + depth * (kernel // 2) pixels from the top, left and right edges
-    (derivation in the module docstring)."""
-    h1, h = first_kernel // 2, kernel // 2
-    radius = h1 + depth * h
-    blind = sum(radius - ((t - 1) * h + max(h1, h - 1)) for t in range(1, depth + 1))
-    return radius + radius * (2 * radius + 1) - blind, blind
 
 
 def field_image(field: torch.Tensor, pixel: tuple[int, int]) -> tuple[np.ndarray, LogNorm]:
@@ -158,11 +147,14 @@ def describe(model_cfg: dict) -> str:
 
 
 def blind_spot_note(model_cfg: dict, field: torch.Tensor, pixel: tuple[int, int]) -> str:
-    """For a dilation-1 PixelCNN, the theory's counts next to the measured ones."""
-    if model_cfg["name"] != "pixelcnn" or model_cfg.get("dilation", 1) != 1:
+    """The family's theory of its field (`Family.field_theory`: PixelCNN's blind spot), next to
+    the measured counts; empty where it has none."""
+    from autoreg.families import declared
+
+    theory = declared(model_cfg).field_theory()
+    if theory is None:
         return ""
-    reached, blind = pixelcnn_reach(model_cfg["first_kernel"], model_cfg["kernel"], model_cfg["depth"])
-    radius = model_cfg["first_kernel"] // 2 + model_cfg["depth"] * (model_cfg["kernel"] // 2)
+    radius, reached, blind = theory
     if pixel[0] < radius or pixel[1] < radius or pixel[1] + radius >= field.shape[1]:
         return f"radius {radius} reaches the image's edges; theory in a larger image: blind spot {blind}, reached {reached}"
     return f"theory: blind spot {blind}, reached {reached} (measured {context_counts(field, pixel).reached})"
@@ -214,56 +206,56 @@ def _random_images(image_shape: tuple[int, int, int], num: int = 8, seed: int = 
     return torch.randint(0, 2, (num, *image_shape), generator=g).float()
 
 
-def parse_pixel(text: str | None, shape: tuple[int, int, int]) -> tuple[int, int]:
-    """`pixel=row,col` (default: the centre) inside the image."""
-    if not text:
+def parse_pixel(value, shape: tuple[int, int, int]) -> tuple[int, int]:
+    """`pixel=[row,col]` or `pixel='row,col'` (default: the centre) inside the image."""
+    if value is None or value == "":
         return shape[1] // 2, shape[2] // 2
+    parts = value.split(",") if isinstance(value, str) else list(value)
     try:
-        row, col = (int(v) for v in text.split(","))
-    except ValueError:
+        row, col = (int(v) for v in parts)
+    except (TypeError, ValueError):
         row = col = -1
     if not (0 <= row < shape[1] and 0 <= col < shape[2]):
-        raise ConfigError(f"pixel={text} is invalid: it must be 'row,col' inside the {shape[1]}x{shape[2]} image")
+        text = value if isinstance(value, str) else ",".join(map(str, parts))
+        raise ConfigError(f"pixel={text} is invalid: it must be [row,col] inside the {shape[1]}x{shape[2]} image")
     return row, col
 
 
-def receptive_field_figure(argv: list[str]) -> Path:
-    """The CLI's work: compose or load the model, draw its field(s), save the PNG, print counts."""
-    from hydra import compose, initialize_config_dir
+def receptive_field_figure(cfg) -> Path:
+    """The command's work (conf/receptive_field.yaml): build or load the model, draw its field(s),
+    save the PNG, print counts."""
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
     from autoreg.build import build_datamodule
-    from autoreg.cli import split_own_keys
     from autoreg.config import IMAGE_SHAPES, validate
     from autoreg.families import build_model, distribution_from_config
     from autoreg.module import AutoregressiveModule
     from autoreg.run_dirs import job_dirname
 
-    own, overrides = split_own_keys(argv, ("ckpt", "out", "pixel"))
+    overrides = [o for o in HydraConfig.get().overrides.task if o.partition("=")[0] not in OWN_KEYS]
     torch.manual_seed(0)
-    if own.get("ckpt"):
+    if cfg.ckpt:
         if overrides:
-            raise ConfigError(f"ckpt={own['ckpt']} takes the model and data from the checkpoint; drop the overrides {' '.join(overrides)}")
-        trained = AutoregressiveModule.from_checkpoint(own["ckpt"])
+            raise ConfigError(f"ckpt={cfg.ckpt} takes the model and data from the checkpoint; drop the overrides {' '.join(overrides)}")
+        trained = AutoregressiveModule.from_checkpoint(cfg.ckpt, key="ckpt")
         model_cfg, shape = dict(trained.hparams.model), tuple(trained.image_shape)
         fresh = build_model(model_cfg, shape, trained.distribution, num_classes=trained.net.num_classes)
         x = validation_images(build_datamodule(trained.hparams.data), 8)
         nets = [("untrained", fresh), ("trained", trained.net)]
-        default_out = Path(own["ckpt"]).with_name(f"{Path(own['ckpt']).stem}_receptive_field.png")
+        default_out = Path(cfg.ckpt).with_name(f"{Path(cfg.ckpt).stem}_receptive_field.png")
     else:
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-            cfg = compose(config_name="train", overrides=overrides + ["paths.output_dir=unused"])
         validate(cfg)
         model_cfg, shape = OmegaConf.to_container(cfg.model, resolve=True), IMAGE_SHAPES[cfg.data.dataset]
         x = _random_images(shape)
         nets = [("untrained", build_model(model_cfg, shape, distribution_from_config(model_cfg, cfg.data.bits), cfg.data.num_classes))]
         default_out = Path("outputs/receptive_field") / f"{job_dirname(','.join(overrides)) or model_cfg['name']}.png"
-    pixel = parse_pixel(own.get("pixel"), shape)
+    pixel = parse_pixel(cfg.pixel, shape)
     panels = [(label, gradient_map(net, x, pixel)) for label, net in nets]
     title = describe(model_cfg)
     note = blind_spot_note(model_cfg, panels[0][1], pixel)
     fig = plot_fields(panels, pixel, f"{title}\n{note}" if note else title)
-    out = Path(own.get("out") or default_out)
+    out = Path(cfg.out or default_out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     for label, field in panels:
@@ -274,11 +266,7 @@ def receptive_field_figure(argv: list[str]) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    from autoreg.cli import run
-
-    run(receptive_field_figure, sys.argv[1:] if argv is None else argv)
-
-
 if __name__ == "__main__":
-    main()
+    from autoreg.apps import receptive_field
+
+    receptive_field()

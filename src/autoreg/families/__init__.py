@@ -48,6 +48,12 @@ class Family:
     def check(self, image_shape: tuple[int, int, int], likelihood: str) -> None:
         """Raise ConfigError on a value the network cannot take for (C, H, W) images and this head."""
 
+    def field_theory(self) -> tuple[int, int, int] | None:
+        """(radius, earlier pixels reached, blind spot) that theory predicts for a pixel at least
+        `radius` from the top, left and right edges, where the family has such a theory; the
+        receptive-field tool prints it beside the measured field (autoreg.analysis.receptive_field)."""
+        return None
+
     @classmethod
     def network(cls) -> type[nn.Module]:
         module, _, name = cls.NETWORK.partition(":")

@@ -37,3 +37,18 @@ class PixelCNNKeys(Family):
                 f"model.channels={self.channels} is invalid with model.residual=true: "
                 "it must be even (2h features, halved inside each residual block)"
             )
+
+    def field_theory(self) -> tuple[int, int, int] | None:
+        """The blind spot's closed form (dilation 1 only; derived in autoreg.analysis.receptive_field)."""
+        if self.dilation != 1:
+            return None
+        return (self.first_kernel // 2 + self.depth * (self.kernel // 2), *pixelcnn_reach(self.first_kernel, self.kernel, self.depth))
+
+
+def pixelcnn_reach(first_kernel: int, kernel: int, depth: int) -> tuple[int, int]:
+    """(earlier pixels reached, blind spot size) of a dilation-1 PixelCNN at a pixel at least
+    R = first_kernel // 2 + depth * (kernel // 2) pixels from the top, left and right edges."""
+    h1, h = first_kernel // 2, kernel // 2
+    radius = h1 + depth * h
+    blind = sum(radius - ((t - 1) * h + max(h1, h - 1)) for t in range(1, depth + 1))
+    return radius + radius * (2 * radius + 1) - blind, blind

@@ -26,12 +26,22 @@ class PixelCNNppKeys(Family):
     def check(self, image_shape: tuple[int, int, int], likelihood: str) -> None:
         require_int("model.nr_resnet", self.nr_resnet)
         require_int("model.channels", self.channels)
-        dropout = self.dropout
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ConfigError(f"model.dropout={dropout} is invalid: it must be a number in [0, 1)")
-        c = image_shape[0]
-        if c > 1 and not HEADS[likelihood].joint:
-            raise ConfigError(
-                f"model.likelihood={likelihood} cannot model {c}-channel images with model=pixelcnn_pp: its network "
-                "sees earlier pixels only, not a pixel's earlier channels; use model.likelihood=logistic_mixture"
-            )
+        require_dropout(self.dropout)
+        require_whole_pixel_head(self.NAME, image_shape, likelihood)
+
+
+def require_dropout(dropout) -> None:
+    """`model.dropout` must be a number in [0, 1)."""
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ConfigError(f"model.dropout={dropout} is invalid: it must be a number in [0, 1)")
+
+
+def require_whole_pixel_head(family: str, image_shape: tuple[int, int, int], likelihood: str) -> None:
+    """A network that sees earlier pixels only (PixelCNN++'s streams) needs a head that draws whole
+    pixels for images of more than one channel."""
+    c = image_shape[0]
+    if c > 1 and not HEADS[likelihood].joint:
+        raise ConfigError(
+            f"model.likelihood={likelihood} cannot model {c}-channel images with model={family}: its network "
+            "sees earlier pixels only, not a pixel's earlier channels; use model.likelihood=logistic_mixture"
+        )
