@@ -42,8 +42,10 @@ the channel order inside a pixel, which this network does not have, so they are 
 
 NOTE: the reference normalises every weight (weight normalisation with a data-dependent
 initialisation); we use plain convolutions with PyTorch's initialisation, the second convolution
-of each block scaled by 0.1 (the reference's init_scale). Sampling is naive only (a full forward
-pass per pixel); Fast PixelCNN++ caching (arXiv 1704.06001) is not implemented.
+of each block scaled by 0.1 (the reference's init_scale).
+
+Fast sampling (`PixelCNNppStepper`): Fast PixelCNN++'s caching (Ramachandran et al. 2017, arXiv
+1704.06001), exact, conditional too.
 """
 from __future__ import annotations
 
