@@ -24,6 +24,7 @@ from autoreg.models.pixelcnn_pp import PixelCNNpp
 from autoreg.sampling import has_fast_path, resolve_method, sample
 
 from conftest import TINY, compose_train, read_events
+from test_gated_pixelcnn import assert_fast_is_exact
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -150,20 +151,6 @@ def sharp(shape, head, nr_resnet=1, num_classes=None, channels=6):
     with torch.no_grad():
         model.out.weight.mul_(4)
     return model
-
-
-def assert_fast_is_exact(model, noise, y=None, known=None, mask=None, temperature=1.0):
-    """Fast and naive: the same pixels for the same noise, probabilities within 1e-5 of each other
-    and of one forward pass over the result; given pixels kept."""
-    kwargs = dict(noise=noise, y=y, known=known, known_mask=mask, temperature=temperature, return_probs=True)
-    naive, naive_probs = sample(model, noise.shape[0], method="naive", **kwargs)
-    fast, fast_probs = sample(model, noise.shape[0], method="fast", **kwargs)
-    assert torch.equal(fast, naive)
-    assert (fast_probs - naive_probs).abs().max() < 1e-5
-    assert_probs_of_one_pass(model, fast, fast_probs, y, temperature)
-    if known is not None:
-        assert torch.equal(fast[mask.expand_as(fast)], known[mask.expand_as(known)])
-    assert len(fast.unique()) > 1
 
 
 def assert_probs_of_one_pass(model, images, probs, y=None, temperature=1.0):
