@@ -181,9 +181,8 @@ class _CachedBlock:
         self.hidden, self.out = new(), new()
 
     def run(self, rows: tuple[int, int], cols: tuple[int, int]) -> None:
-        block, a = self.block, None
-        if self.shortcut:
-            a = torch.cat([m.read(rows, cols) for m in self.shortcut], 1) if len(self.shortcut) > 1 else self.shortcut[0].read(rows, cols)
+        block, reads = self.block, [m.read(rows, cols) for m in self.shortcut]
+        a = None if not reads else reads[0] if len(reads) == 1 else torch.cat(reads, 1)
         self.hidden.write(rows, cols, block.join(block.conv_in.region(self.x, rows, cols, concat_elu), a))
         h = block.conv_out.region(self.hidden, rows, cols, concat_elu)
         self.out.write(rows, cols, block.gate(self.x.read(rows, cols), h, self.bias))
@@ -223,8 +222,8 @@ class _Stream:
                 (p0, p1), (q0, q1) = coarse
                 h, w = sizes[level]
                 rows, cols = (2 * p0, min(2 * p1, h)), (2 * q0, min(2 * q1, w))
-                up = self.up_strides[level](self.down_blocks[level + 1][-1].out.read(*coarse), (rows[1] - rows[0], cols[1] - cols[0]))
-                self.down_in[level].write(rows, cols, up)
+                coarse_map = self.down_blocks[level + 1][-1].out.read(*coarse)
+                self.down_in[level].write(rows, cols, self.up_strides[level](coarse_map, (rows[1] - rows[0], cols[1] - cols[0])))
             for block in self.down_blocks[level]:
                 block.run(*region)
 
@@ -268,7 +267,8 @@ class PixelCNNppStepper:
             b = next(biases)
             return None if b is None else b.to(dtype)
 
-        u, ul = self._u, self._ul = _Stream(model.down_u_stride, model.up_u_stride), _Stream(model.down_ul_stride, model.up_ul_stride)
+        u = self._u = _Stream(model.down_u_stride, model.up_u_stride)
+        ul = self._ul = _Stream(model.down_ul_stride, model.up_ul_stride)
         for level in range(RESOLUTIONS):  # the up pass, in forward's order (its label biases' order)
             maker = lambda level=level: new(level)  # noqa: E731
             for stream in (u, ul):
