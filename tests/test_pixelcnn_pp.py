@@ -21,7 +21,7 @@ from autoreg.errors import ConfigError
 from autoreg.families import build_model, family
 from autoreg.families.pixelcnn_pp import PixelCNNppKeys
 from autoreg.models.pixelcnn_pp import PixelCNNpp
-from autoreg.sampling import has_fast_path, resolve_method, sample
+from autoreg.sampling import FastSamplingUnsupported, has_fast_path, resolve_method, sample
 
 from conftest import TINY, compose_train, read_events
 from test_gated_pixelcnn import assert_fast_is_exact
@@ -358,3 +358,13 @@ def test_colour_sample_grids_and_completions(model, tmp_path, monkeypatch, offli
     assert done.mode == "RGB" and done.size == (3 * 32 + 4 * 2, 32 + 2 * 2)
     hidden = torch.tensor(list(done.crop((2 + 32 + 2, 2 + 16, 2 + 64 + 2, 2 + 32)).getdata()))
     assert (hidden == 128).all()  # the masked copy shows grey where the completion draws
+
+
+def test_a_kernel_beyond_the_cached_border_has_no_fast_path():
+    from autoreg.nn.shifted import DownShiftedConv2d
+
+    model = tiny((1, 5, 5), channels=4)
+    model.up_u[0][0].conv_in = DownShiftedConv2d(8, 4, (3, 3))
+    assert not has_fast_path(model) and resolve_method(model, "auto") == "naive"
+    with pytest.raises(FastSamplingUnsupported, match="beyond the cached maps' border; use sampling.method=naive"):
+        sample(model, 1, method="fast", seed=0)

@@ -248,6 +248,9 @@ class PixelCNNppStepper:
     """
 
     def __init__(self, model: PixelCNNpp, batch: int, device, dtype, y: Tensor | None):
+        for layer in model.modules():
+            if isinstance(layer, (DownShiftedConv2d, DownRightShiftedConv2d)):
+                layer.check_border()
         c, h, w = model.image_shape
         self._model, self._width = model, w
         self.canvas = torch.zeros(batch, c, h, w, device=device, dtype=dtype)

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autoreg.sampling.engine import FastSamplingUnsupported
+
 
 def down_shift(x: Tensor) -> Tensor:
     """Row i of the output is row i - 1 of `x` (row 0 is zeros)."""
@@ -78,6 +80,13 @@ class PaddedMap:
 
 class _Region:
     """The output at a region of positions, from a `PaddedMap` of the input (fast sampling)."""
+
+    def check_border(self) -> None:
+        """Refuses a kernel that reads beyond a PaddedMap's border (more than 2 rows, 1 column a side)."""
+        (kh, kw), left = self.kernel_size, self._left
+        if kh > 2 or left > 1 or kw - 1 - left > 1:
+            raise FastSamplingUnsupported(f"fast sampling does not support {self}: its kernel reads beyond the cached "
+                                          "maps' border; use sampling.method=naive")
 
     def region(self, x: PaddedMap, rows: tuple[int, int], cols: tuple[int, int], pre=None) -> Tensor:
         """Output rows r0..r1-1 and columns c0..c1-1 (B, C_out, r1 - r0, c1 - c0) from `x`, with
