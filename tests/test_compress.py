@@ -15,6 +15,7 @@ from autoreg.compression import HEADER_BYTES, CompressedFileError, compress, dec
 from autoreg.compression.cli import compress_main, compress_task
 from autoreg.errors import DataError
 from autoreg.module import AutoregressiveModule
+from autoreg.sampling import resolve_method
 from conftest import TINY, compose_train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -79,6 +80,26 @@ def test_naive_and_fast_paths_both_round_trip():
     for method in ("fast", "naive"):
         data, _ = compress(module, images, method=method)
         assert torch.equal(decompress(module, data)[0], images)
+
+
+@pytest.mark.parametrize("shape,bits,overrides,classes", [
+    ((3, 5, 4), 8, ["model.nr_logistic_mix=2"], None),
+    ((1, 5, 6), 1, ["model.conditional=true"], 10),
+])
+def test_pixelcnn_pp_fast_path_writes_the_naive_file(shape, bits, overrides, classes):
+    """PixelCNN++ codes on its cached sampler by default (`method=auto`), and round-trips there as
+    on the naive path, at the same size to a few bytes (the same probabilities to float rounding)."""
+    module = tiny_module(shape, bits, "model=pixelcnn_pp", "model.nr_resnet=1", "model.channels=6", *overrides, classes=classes)
+    assert resolve_method(module.net, "auto") == "fast"
+    images = random_images(3, shape, 2**bits)
+    labels = torch.tensor([3, 0, 9]) if classes else None
+    sizes = []
+    for method in ("auto", "naive"):
+        data, _ = compress(module, images, labels, method=method, batch_size=2)
+        decoded, decoded_labels, _ = decompress(module, data)
+        assert torch.equal(decoded, images) and (labels is None or torch.equal(decoded_labels, labels))
+        sizes.append(len(data))
+    assert abs(sizes[0] - sizes[1]) <= 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

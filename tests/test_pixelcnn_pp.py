@@ -1,7 +1,9 @@
 """PixelCNN++: causality by gradients (whole pixels: no channel of the current pixel), the full
 context (no blind spot) at MNIST's and CIFAR-10's sizes, shapes and learning, the naive sampler
-with the mixture (probabilities, completion of whole pixels), config checks, tiny training runs on
-8-bit MNIST and on CIFAR-10 files with colour sample grids, and sample.py completions in colour."""
+with the mixture (probabilities, completion of whole pixels), the fast cached sampler against the
+naive one (every head, greyscale and colour, conditional, completion, MNIST's and CIFAR-10's
+sizes, chunked batches, `prime`), config checks, tiny training runs on 8-bit MNIST and on CIFAR-10
+files with colour sample grids, and sample.py completions in colour."""
 from __future__ import annotations
 
 import io
@@ -19,9 +21,10 @@ from autoreg.errors import ConfigError
 from autoreg.families import build_model, family
 from autoreg.families.pixelcnn_pp import PixelCNNppKeys
 from autoreg.models.pixelcnn_pp import PixelCNNpp
-from autoreg.sampling import has_fast_path, sample
+from autoreg.sampling import has_fast_path, resolve_method, sample
 
 from conftest import TINY, compose_train, read_events
+from test_gated_pixelcnn import assert_fast_is_exact
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,12 +112,11 @@ def test_per_channel_heads_are_refused_for_colour():
 def test_naive_sampling_records_the_probabilities_of_its_pixels():
     """The sampler draws whole pixels with the mixture: the probabilities it records are those
     of one forward pass over the result; the same seed gives the same images for any batch size;
-    the temperature changes them; there is no fast path."""
+    the temperature changes them."""
     shape = (3, 4, 5)
     model = tiny(shape, channels=4)
     with torch.no_grad():
         model.out.weight.mul_(4)
-    assert not has_fast_path(model)
     images, probs = sample(model, 3, method="naive", seed=2, return_probs=True)
     assert images.shape == (3, *shape) and torch.equal(images, (images * 255).round() / 255)
     with torch.no_grad():
@@ -141,6 +143,108 @@ def test_completion_keeps_whole_given_pixels_and_refuses_split_ones():
     split[0, 1:, 3, 0] = True  # G and B of a pixel whose R is drawn
     with pytest.raises(ValueError, match="draws whole pixels: known_mask must give all channels of a pixel or none"):
         sample(model, method="naive", known=known, known_mask=split, seed=1)
+
+
+def sharp(shape, head, nr_resnet=1, num_classes=None, channels=6):
+    """A tiny model with sharpened outputs, so that a wrong cached value would change the pixels."""
+    model = tiny(shape, nr_resnet, channels, num_classes, head)
+    with torch.no_grad():
+        model.out.weight.mul_(4)
+    return model
+
+
+def assert_probs_of_one_pass(model, images, probs, y=None, temperature=1.0):
+    with torch.no_grad():
+        assert torch.allclose(probs, model.distribution.probs(model(images, y), temperature, images), atol=1e-5)
+
+
+def noise_for(model, n, seed=1):
+    c, h, w = model.image_shape
+    return torch.rand(n, model.distribution.noise_channels(c), h, w, generator=torch.Generator().manual_seed(seed))
+
+
+FAST = {  # shape, head, nr_resnet, conditional, temperature: odd sizes cross the resolutions' seams unevenly
+    "bernoulli-9x7": ((1, 9, 7), Bernoulli(), 1, False, 1.0),
+    "bernoulli-conditional-6x6": ((1, 6, 6), Bernoulli(), 2, True, 0.8),
+    "categorical-5x6": ((1, 5, 6), Categorical(256), 1, False, 1.0),
+    "categorical-conditional-7x5": ((1, 7, 5), Categorical(256), 1, True, 1.0),
+    "mixture-grey-8x8": ((1, 8, 8), DiscretizedLogisticMixture(2), 2, False, 1.0),
+    "mixture-rgb-6x5": ((3, 6, 5), DiscretizedLogisticMixture(3), 1, False, 0.8),
+    "mixture-rgb-conditional-5x9": ((3, 5, 9), DiscretizedLogisticMixture(3), 1, True, 1.0),
+}
+
+
+@pytest.mark.parametrize("case", list(FAST))
+def test_fast_sampler_is_exact(case):
+    shape, head, nr_resnet, conditional, temperature = FAST[case]
+    model = sharp(shape, head, nr_resnet, num_classes=3 if conditional else None)
+    assert has_fast_path(model) and resolve_method(model, "auto") == "fast"
+    y = torch.tensor([0, 2, 1]) if conditional else None
+    assert_fast_is_exact(model, noise_for(model, 3), y, temperature=temperature)
+
+
+@pytest.mark.parametrize("case", ["bernoulli-9x7", "mixture-rgb-conditional-5x9"])
+def test_fast_completion_agrees_with_naive(case):
+    shape, head, nr_resnet, conditional, _ = FAST[case]
+    model = sharp(shape, head, nr_resnet, num_classes=3 if conditional else None)
+    c, h, w = shape
+    generator = torch.Generator().manual_seed(3)
+    known = torch.randint(0, head.levels, (3, *shape), generator=generator) / (head.levels - 1)
+    y = torch.tensor([2, 0, 1]) if conditional else None
+    top = torch.zeros(1, 1, h, w, dtype=torch.bool)
+    top[..., : h // 2, :] = True
+    assert_fast_is_exact(model, noise_for(model, 3), y, known, top)
+    mask = (torch.rand((3, 1, h, w), generator=generator) < 0.4).expand(3, c, h, w).clone()
+    mask[:, :, :1] = True  # given rows and a given prefix of the next: the caches start from a full pass
+    mask[:, :, 1, :3] = True
+    mask[:, :, -1, 1:] = True  # a given suffix: drawing stops before it
+    assert_fast_is_exact(model, noise_for(model, 3, seed=4), y, known, mask)
+
+
+@pytest.mark.parametrize("shape,head,conditional", [
+    ((1, 28, 28), Bernoulli(), False), ((1, 28, 28), DiscretizedLogisticMixture(2), True),
+    pytest.param((3, 32, 32), DiscretizedLogisticMixture(3), True, marks=pytest.mark.slow),
+])
+def test_fast_sampler_at_mnist_and_cifar_sizes(shape, head, conditional):
+    """28 -> 14 -> 7 and 32 -> 16 -> 8: the fast sample's probabilities are those of one forward
+    pass over it, and the naive sampler, given the fast sample's rows below the first two, draws
+    the same first two rows (drawing them all naively would take a thousand passes)."""
+    model = sharp(shape, head, num_classes=3 if conditional else None, channels=4)
+    y = torch.tensor([1, 2]) if conditional else None
+    noise = noise_for(model, 2)
+    fast, probs = sample(model, 2, method="fast", noise=noise, y=y, return_probs=True)
+    assert_probs_of_one_pass(model, fast, probs, y)
+    below = torch.zeros(1, 1, *shape[1:], dtype=torch.bool)
+    below[..., 2:, :] = True
+    kwargs = dict(noise=noise, y=y, known=fast, known_mask=below, return_probs=True)
+    naive, naive_probs = sample(model, method="naive", **kwargs)
+    assert torch.equal(naive, fast) and (naive_probs - probs).abs().max() < 1e-5
+    again, again_probs = sample(model, method="fast", **kwargs)
+    assert torch.equal(again, fast) and (again_probs - probs).abs().max() < 1e-5
+    assert len(fast.unique()) > 1
+
+
+def test_chunked_batches_give_the_same_images():
+    model = sharp((3, 6, 5), DiscretizedLogisticMixture(3), num_classes=3)
+    y = torch.tensor([0, 1, 2, 2, 1])
+    first = sample(model, 5, y=y, seed=11)
+    assert torch.equal(sample(model, 5, y=y, seed=11, batch_size=2), first)
+    assert torch.equal(sample(model, 5, y=y, seed=11, method="naive", batch_size=3), first)
+
+
+def test_prime_is_a_full_pass_over_the_canvas():
+    """`prime` returns the forward pass's params over the canvas as it is (later pixels too), and
+    steps after it continue from its caches."""
+    shape = (3, 7, 6)
+    model = sharp(shape, DiscretizedLogisticMixture(3), num_classes=3)
+    y = torch.tensor([2, 0])
+    with torch.inference_mode():
+        stepper = model.fast_stepper(2, "cpu", torch.float32, y)
+        stepper.canvas.copy_(torch.randint(0, 256, (2, *shape), generator=torch.Generator().manual_seed(5)) / 255)
+        params = model(stepper.canvas, y)
+        assert (stepper.prime() - params).abs().max() < 1e-5
+        for q in (17, 18, 24):  # mid-row, then the next row's first pixel
+            assert (stepper.step(q) - params[:, :, q // 6, q % 6]).abs().max() < 1e-5
 
 
 def test_family_is_found_and_built_from_the_config():
@@ -204,7 +308,7 @@ def test_tiny_training_run_on_8bit_mnist(pp_cfg):
     """Four steps on the bundled digits as 8-bit images: the mixture's NLL is the metric."""
     from autoreg.cli import train
 
-    metrics, objects = train(pp_cfg("data=mnist256", "callbacks.samples.num=0", "callbacks.samples.completions=0"))  # naive grids: the CIFAR-10 test
+    metrics, objects = train(pp_cfg("data=mnist256", "callbacks.samples.num=0", "callbacks.samples.completions=0"))  # grids: the CIFAR-10 test
     assert isinstance(objects["module"].net, PixelCNNpp)
     assert metrics["global_step"] == 4 and math.isfinite(metrics["val/nll"]) and metrics["val/nll"] > 0
     assert metrics["val/bpd"] == pytest.approx(metrics["val/nll"] / (784 * math.log(2)), rel=1e-5)
@@ -232,11 +336,10 @@ def cifar(tmp_path) -> list[str]:
             "callbacks.samples.scale=1"]
 
 
-@pytest.mark.parametrize("model", ["pixelcnn", pytest.param("pixelcnn_pp", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("model", ["pixelcnn", "pixelcnn_pp"])
 def test_colour_sample_grids_and_completions(model, tmp_path, monkeypatch, offline, tiny_cfg, pp_cfg):
     """Tiny CIFAR-10 files: TensorBoard's sample grid is in colour (its channels differ) and
-    sample.py completes the bottom halves of colour test images (PixelCNN: fast sampler; PixelCNN++,
-    slow: naive, ~1500 full passes)."""
+    sample.py completes the bottom halves of colour test images (both with the fast sampler)."""
     from autoreg.cli import train
     from autoreg.sample_cli import sample as sample_py
     from test_data import write_tiny_cifar

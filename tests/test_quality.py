@@ -170,10 +170,12 @@ def test_callback_skips_naive_only_models_and_too_small_data_unless_asked(datamo
     from autoreg.analysis.quality import SampleQuality, scored_method
     from autoreg.build import build_module
 
-    naive_only = build_module(compose_train(["model=pixelcnn_pp", "model.channels=8", "model.nr_resnet=1"])).net
+    naive_only = torch.nn.Linear(1, 1)  # a network without `fast_stepper`
+    naive_only.image_shape, naive_only.num_classes = (1, 4, 4), None
     pixelcnn = build_module(compose_train(["model.channels=8", "model.depth=1"])).net
+    pixelcnn_pp = build_module(compose_train(["model=pixelcnn_pp", "model.channels=8", "model.nr_resnet=1"])).net
     assert scored_method("auto", naive_only) is None and scored_method("naive", naive_only) == "naive"
-    assert scored_method("auto", pixelcnn) == "fast"
+    assert scored_method("auto", pixelcnn) == "fast" and scored_method("auto", pixelcnn_pp) == "fast"
     with pytest.raises(ConfigError, match="callbacks.sample_quality.method=slow"):
         scored_method("slow", pixelcnn)
 

@@ -20,7 +20,10 @@ Models (`MODELS` below, selected by key with `--models`; a new family with a fas
   (h = 16), two residual layers with k = 3, a two-layer output head.
 - gated: the default Gated PixelCNN (autoreg/families/gated_pixelcnn.py): 24 channels, four gated
   layers with k = 5, a two-layer output head.
-The issues' targets (2-core CPU, batch 16): lab >= 100x, default >= 30x, row_lstm >= 10x, gated >= 30x.
+- pixelcnn_pp: the default PixelCNN++ (autoreg/families/pixelcnn_pp.py): 32 channels, two gated
+  resnet blocks per resolution and stream, three resolutions (28, 14, 7).
+The issues' targets (2-core CPU, batch 16): lab >= 100x, default >= 30x, row_lstm >= 10x, gated >= 30x,
+pixelcnn_pp >= 50x.
 """
 from __future__ import annotations
 
@@ -57,6 +60,10 @@ MODELS = {  # key: (table label, model config)
     "gated": (
         "Gated PixelCNN default (k=5, 4 layers, 24 ch)",
         {"name": "gated_pixelcnn", "channels": 24, "depth": 4, "kernel": 5, "head_layers": 2},
+    ),
+    "pixelcnn_pp": (
+        "PixelCNN++ default (nr_resnet=2, 32 ch, 3 resolutions)",
+        {"name": "pixelcnn_pp", "nr_resnet": 2, "channels": 32},
     ),
 }
 

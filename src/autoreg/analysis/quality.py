@@ -36,9 +36,9 @@ other side of the comparison, and the bundled MNIST has too few to split in two 
 `num`, so the validation images (held out from training too) play the part.
 
 Cost: `num` samples (the fast sampler: seconds for a small PixelCNN, see README) plus one pass of
-the tiny classifier; the callback is on where the model has a fast sampler and skips (saying so)
-where only the naive one (a full forward pass per sub-pixel) exists, unless asked for with
-`callbacks.sample_quality.method=naive`.
+the tiny classifier; the callback is on where the model has a fast sampler (every built-in family)
+and skips (saying so) where only the naive one (a full forward pass per sub-pixel) exists, unless
+asked for with `callbacks.sample_quality.method=naive`.
 """
 from __future__ import annotations
 

@@ -42,8 +42,10 @@ the channel order inside a pixel, which this network does not have, so they are 
 
 NOTE: the reference normalises every weight (weight normalisation with a data-dependent
 initialisation); we use plain convolutions with PyTorch's initialisation, the second convolution
-of each block scaled by 0.1 (the reference's init_scale). Sampling is naive only (a full forward
-pass per pixel); Fast PixelCNN++ caching (arXiv 1704.06001) is not implemented.
+of each block scaled by 0.1 (the reference's init_scale).
+
+Fast sampling (`PixelCNNppStepper`): Fast PixelCNN++'s caching (Ramachandran et al. 2017, arXiv
+1704.06001), exact, conditional too.
 """
 from __future__ import annotations
 
@@ -60,7 +62,9 @@ from autoreg.nn.shifted import (
     DownRightShiftedConvTranspose2d,
     DownShiftedConv2d,
     DownShiftedConvTranspose2d,
+    PaddedMap,
     concat_elu,
+    one_by_one,
     down_shift,
     right_shift,
 )
@@ -83,10 +87,16 @@ class GatedResnet(nn.Module):
 
     def forward(self, x: Tensor, a: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         """`bias` (B, 2F): the label's bias of the second convolution, or None."""
-        h = self.conv_in(concat_elu(x))
-        if self.shortcut is not None:
-            h = h + self.shortcut(concat_elu(a))
-        h = self.conv_out(self.dropout(concat_elu(h)))
+        h = self.join(self.conv_in(concat_elu(x)), a)
+        return self.gate(x, self.conv_out(self.dropout(concat_elu(h))), bias)
+
+    def join(self, h: Tensor, a: Tensor | None) -> Tensor:
+        """The first convolution's output `h` with the shortcut input's term added."""
+        return h if self.shortcut is None else h + one_by_one(self.shortcut, concat_elu(a))
+
+    @staticmethod
+    def gate(x: Tensor, h: Tensor, bias: Tensor | None) -> Tensor:
+        """x + p * sigmoid(q), [p, q] the second convolution's output `h` (plus the label's bias)."""
         if bias is not None:
             h = h + bias[:, :, None, None]
         p, q = h.chunk(2, dim=1)
@@ -153,4 +163,189 @@ class PixelCNNpp(nn.Module):
                 u = u_block(u, us.pop(), next(bias))
                 ul = ul_block(ul, torch.cat([u, uls.pop()], dim=1), next(bias))
         return self.out(F.elu(ul))
+
+    def fast_stepper(self, batch: int, device, dtype, y: Tensor | None) -> PixelCNNppStepper:
+        return PixelCNNppStepper(self, batch, device, dtype, y)
+
+
+Region = tuple[tuple[int, int], tuple[int, int]]  # (rows, columns), each [start, stop)
+
+
+class _CachedBlock:
+    """A GatedResnet's caches: its hidden map (the first convolution's output, joined with the
+    shortcut term) and its output map, read from the cache of its input `x` and from the maps its
+    shortcut input concatenates."""
+
+    def __init__(self, block: GatedResnet, x: PaddedMap, new, bias: Tensor | None, shortcut: list[PaddedMap]):
+        self.block, self.x, self.bias, self.shortcut = block, x, bias, shortcut
+        self.hidden, self.out = new(), new()
+
+    def run(self, rows: tuple[int, int], cols: tuple[int, int]) -> None:
+        block, a = self.block, None
+        if self.shortcut:
+            a = torch.cat([m.read(rows, cols) for m in self.shortcut], 1) if len(self.shortcut) > 1 else self.shortcut[0].read(rows, cols)
+        self.hidden.write(rows, cols, block.join(block.conv_in.region(self.x, rows, cols, concat_elu), a))
+        h = block.conv_out.region(self.hidden, rows, cols, concat_elu)
+        self.out.write(rows, cols, block.gate(self.x.read(rows, cols), h, self.bias))
+
+
+class _Stream:
+    """One stream's caches (u or ul), per level L (H / 2^L): the up pass's maps (the first layer's
+    or the down-sampling's output, then each block's), its blocks, the down pass's input (the
+    coarsest level: the up pass's last map; the others: the up-sampling's output) and blocks."""
+
+    def __init__(self, down_strides: nn.ModuleList, up_strides: nn.ModuleList):
+        self.down_strides = down_strides  # [L - 1]: level L - 1 -> L
+        self.up_strides = up_strides[::-1]  # [L]: level L + 1 -> L
+        self.up: list[list[PaddedMap]] = []
+        self.up_blocks: list[list[_CachedBlock]] = []
+        self.down_in: list[PaddedMap | None] = [None] * RESOLUTIONS
+        self.down_blocks: list[list[_CachedBlock]] = [[] for _ in range(RESOLUTIONS)]
+
+    def run(self, regions: list[Region | None], first, sizes: list[tuple[int, int]]) -> None:
+        """Every cached map at `regions[L]` of its level (None: none at that level), in the
+        forward pass's order; `first(region)` fills the level-0 first map."""
+        for level, region in enumerate(regions):
+            if region is None:
+                break
+            if level == 0:
+                first(region)
+            else:
+                self.up[level][0].write(*region, self.down_strides[level - 1].region(self.up[level - 1][-1], *region))
+            for block in self.up_blocks[level]:
+                block.run(*region)
+        for level in reversed(range(RESOLUTIONS)):
+            region = regions[level]
+            if region is None:
+                continue
+            coarse = regions[level + 1] if level + 1 < RESOLUTIONS else None
+            if coarse is not None:  # the 2 x 2 positions of this level under each new coarse one
+                (p0, p1), (q0, q1) = coarse
+                h, w = sizes[level]
+                rows, cols = (2 * p0, min(2 * p1, h)), (2 * q0, min(2 * q1, w))
+                up = self.up_strides[level](self.down_blocks[level + 1][-1].out.read(*coarse), (rows[1] - rows[0], cols[1] - cols[0]))
+                self.down_in[level].write(rows, cols, up)
+            for block in self.down_blocks[level]:
+                block.run(*region)
+
+
+class PixelCNNppStepper:
+    """The exact cached sampler (autoreg.sampling.Stepper) of a PixelCNNpp (Ramachandran et al.
+    2017, "Fast Generation for Convolutional Autoregressive Models", arXiv 1704.06001).
+
+    Every map of the forward pass (each block's hidden and output map too) is cached whole
+    (`PaddedMap`), and each step computes only the positions it makes final, from the caches:
+
+    - at the first pixel of row i, the u stream's row i at every layer of level 0 (it reads only
+      the rows above), and row i / 2^L of level L when 2^L divides i: the paper's schedule, a
+      level-L position updates once per 2^L x 2^L block of pixels it covers;
+    - at pixel (i, j), the ul stream's position (i, j) at every layer of level 0, and
+      (i / 2^L, j / 2^L) at level L when 2^L divides both; a new coarse position is up-sampled to
+      the 2 x 2 positions of the level above that read it; then the head at (i, j).
+
+    Both are the forward pass's own arithmetic on the same inputs (the layers' `region`, the
+    blocks' `join` and `gate`), so the params equal the naive ones to float rounding. Dropout is
+    skipped: sampling runs in eval mode.
+    """
+
+    def __init__(self, model: PixelCNNpp, batch: int, device, dtype, y: Tensor | None):
+        c, h, w = model.image_shape
+        self._model, self._width = model, w
+        self.canvas = torch.zeros(batch, c, h, w, device=device, dtype=dtype)
+        self._sizes = [(h, w)]
+        for _ in range(RESOLUTIONS - 1):
+            self._sizes.append(((self._sizes[-1][0] + 1) // 2, (self._sizes[-1][1] + 1) // 2))
+        features = model.out.in_channels
+
+        def new(level: int, channels: int = features) -> PaddedMap:
+            return PaddedMap(batch, channels, *self._sizes[level], device, dtype)
+
+        self._x = new(0, c + 1)
+        self._x.map[:, c] = 1  # the channel of ones (the border stays zero, as forward's padding)
+        biases = model._biases(y)
+
+        def bias() -> Tensor | None:
+            b = next(biases)
+            return None if b is None else b.to(dtype)
+
+        u, ul = self._u, self._ul = _Stream(model.down_u_stride, model.up_u_stride), _Stream(model.down_ul_stride, model.up_ul_stride)
+        for level in range(RESOLUTIONS):  # the up pass, in forward's order (its label biases' order)
+            maker = lambda level=level: new(level)  # noqa: E731
+            for stream in (u, ul):
+                stream.up.append([maker()])
+                stream.up_blocks.append([])
+            for u_block, ul_block in zip(model.up_u[level], model.up_ul[level]):
+                cached_u = _CachedBlock(u_block, u.up[level][-1], maker, bias(), [])
+                cached_ul = _CachedBlock(ul_block, ul.up[level][-1], maker, bias(), [cached_u.out])
+                for stream, cached in ((u, cached_u), (ul, cached_ul)):
+                    stream.up_blocks[level].append(cached)
+                    stream.up[level].append(cached.out)
+        for r, (u_blocks, ul_blocks) in enumerate(zip(model.down_u, model.down_ul)):  # the down pass, coarsest first
+            level = RESOLUTIONS - 1 - r
+            maker = lambda level=level: new(level)  # noqa: E731
+            for stream in (u, ul):
+                stream.down_in[level] = stream.up[level][-1] if r == 0 else maker()
+            # forward pops the up pass's maps: the coarsest level's last one is the down pass's input
+            skips = [stream.up[level][:-1 if r == 0 else None][::-1] for stream in (u, ul)]
+            x_u, x_ul = u.down_in[level], ul.down_in[level]
+            for u_block, ul_block, skip_u, skip_ul in zip(u_blocks, ul_blocks, *skips, strict=True):
+                cached_u = _CachedBlock(u_block, x_u, maker, bias(), [skip_u])
+                cached_ul = _CachedBlock(ul_block, x_ul, maker, bias(), [cached_u.out, skip_ul])
+                u.down_blocks[level].append(cached_u)
+                ul.down_blocks[level].append(cached_ul)
+                x_u, x_ul = cached_u.out, cached_ul.out
+        self._final = x_ul
+        self._rows = [self._regions(i) for i in range(h)]
+        self._positions = [self._regions(i, j) for i in range(h) for j in range(w)]
+
+    def _regions(self, i: int, j: int | None = None) -> list[Region | None]:
+        """Per level, what the step at row i (j None: the u stream's rows) or pixel (i, j) makes final."""
+        regions: list[Region | None] = []
+        for level, (_, w) in enumerate(self._sizes):
+            s = 2**level
+            if i % s or (j is not None and j % s):
+                regions.append(None)
+            else:
+                regions.append(((i // s, i // s + 1), (0, w) if j is None else (j // s, j // s + 1)))
+        return regions
+
+    def _u_first(self, region: Region) -> None:
+        """u0 = down_shift(u_first(x)): row i reads the first layer's row i - 1; row 0 stays zero."""
+        (r0, r1), cols = region
+        a = max(r0, 1)
+        if a < r1:
+            self._u.up[0][0].write((a, r1), cols, self._model.u_first.region(self._x, (a - 1, r1 - 1), cols))
+
+    def _ul_first(self, region: Region) -> None:
+        """ul0 = down_shift(ul_first_above(x)) + right_shift(ul_first_left(x)), zero where shifted in."""
+        (r0, r1), (c0, c1) = region
+        model, x = self._model, self._x
+        value = x.padded.new_zeros(x.padded.shape[0], model.out.in_channels, r1 - r0, c1 - c0)
+        a, b = max(r0, 1), max(c0, 1)
+        if a < r1:
+            value[:, :, a - r0 :] = model.ul_first_above.region(x, (a - 1, r1 - 1), (c0, c1))
+        if b < c1:
+            value[..., b - c0 :] += model.ul_first_left.region(x, (r0, r1), (b - 1, c1 - 1))
+        self._ul.up[0][0].write((r0, r1), (c0, c1), value)
+
+    def _head(self, region: Region) -> Tensor:
+        return one_by_one(self._model.out, F.elu(self._final.read(*region)))
+
+    def prime(self) -> Tensor:
+        self._x.map[:, :-1] = 2 * self.canvas - 1
+        regions = [((0, h), (0, w)) for h, w in self._sizes]
+        self._u.run(regions, self._u_first, self._sizes)
+        self._ul.run(regions, self._ul_first, self._sizes)
+        return self._head(regions[0])
+
+    def step(self, q: int) -> Tensor:
+        i, j = divmod(q, self._width)
+        if q > 0:  # the pixel drawn last, onto the input cache
+            a, b = divmod(q - 1, self._width)
+            self._x.map[:, :-1, a, b] = 2 * self.canvas[:, :, a, b] - 1
+        if j == 0:
+            self._u.run(self._rows[i], self._u_first, self._sizes)
+        regions = self._positions[q]
+        self._ul.run(regions, self._ul_first, self._sizes)
+        return self._head(regions[0])[:, :, 0, 0]
 

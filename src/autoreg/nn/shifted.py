@@ -23,6 +23,11 @@ fine rows < 2 (i // 2) <= i: the crops of openai/pixel-cnn's `down_shifted_decon
 
 Padding is always zeros; the model adds a channel of ones to its input so that the network can
 tell the image's zeros from the padding.
+
+Fast sampling (Ramachandran et al. 2017, "Fast Generation for Convolutional Autoregressive
+Models", arXiv 1704.06001) keeps every layer's output in a `PaddedMap`, the map inside the zero
+border these kernels read, and computes only a region of a layer (a row, one position) from the
+cache of its input: `region` of the convolutions, the transposed ones' `forward` on a region.
 """
 from __future__ import annotations
 
@@ -47,7 +52,48 @@ def concat_elu(x: Tensor) -> Tensor:
     return F.elu(torch.cat([x, -x], dim=1))
 
 
-class DownShiftedConv2d(nn.Conv2d):
+def one_by_one(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """A 1 x 1 convolution `conv` of `x`; at a single position (fast sampling) as one matrix
+    product, which costs much less than a convolution call there."""
+    if x.shape[-2:] != (1, 1):
+        return conv(x)
+    return torch.addmm(conv.bias, x.flatten(1), conv.weight.flatten(1).t())[:, :, None, None]
+
+
+class PaddedMap:
+    """A cached activation map (B, C, H, W), `map`, inside one zero row on top and one zero column
+    on each side (`padded`): all the padding the shifted kernels here (at most 2 rows, 3 columns)
+    read. concat_elu maps zeros to zeros, so the border also pads a block's activated input."""
+
+    def __init__(self, batch: int, channels: int, height: int, width: int, device, dtype):
+        self.padded = torch.zeros(batch, channels, height + 1, width + 2, device=device, dtype=dtype)
+        self.map = self.padded[:, :, 1:, 1:-1]
+
+    def write(self, rows: tuple[int, int], cols: tuple[int, int], value: Tensor) -> None:
+        self.map[:, :, rows[0] : rows[1], cols[0] : cols[1]] = value
+
+    def read(self, rows: tuple[int, int], cols: tuple[int, int]) -> Tensor:
+        return self.map[:, :, rows[0] : rows[1], cols[0] : cols[1]]
+
+
+class _Region:
+    """The output at a region of positions, from a `PaddedMap` of the input (fast sampling)."""
+
+    def region(self, x: PaddedMap, rows: tuple[int, int], cols: tuple[int, int], pre=None) -> Tensor:
+        """Output rows r0..r1-1 and columns c0..c1-1 (B, C_out, r1 - r0, c1 - c0) from `x`, with
+        `pre` (element-wise and zero at zero, e.g. concat_elu) applied to the input first."""
+        (kh, kw), s, left = self.kernel_size, self.stride[0], self._left
+        (r0, r1), (c0, c1) = rows, cols
+        # Output (p, q) reads input rows s p - kh + 1 .. s p and columns s q - left .. s q - left + kw - 1.
+        slab = x.padded[:, :, s * r0 - kh + 2 : s * (r1 - 1) + 2, s * c0 - left + 1 : s * (c1 - 1) - left + kw + 1]
+        slab = slab if pre is None else pre(slab)
+        if r1 - r0 == 1 and c1 - c0 == 1:  # one position: one matrix product, much cheaper than a conv call
+            out = torch.addmm(self.bias, slab.reshape(slab.shape[0], -1), self.weight.flatten(1).t())
+            return out[:, :, None, None]
+        return F.conv2d(slab, self.weight, self.bias, self.stride)
+
+
+class DownShiftedConv2d(_Region, nn.Conv2d):
     """Output (i, j) reads input rows i-kh+1 .. i and columns j-(kw-1)/2 .. j+(kw-1)/2 (kw odd):
     zero padding on top and on both sides. With stride s, output (p, q) is the one at (s p, s q),
     and the output is ceil(H / s) x ceil(W / s)."""
@@ -56,18 +102,20 @@ class DownShiftedConv2d(nn.Conv2d):
         if kernel_size[1] % 2 == 0:
             raise ValueError(f"a down-shifted convolution needs an odd kernel width, got {kernel_size}")
         super().__init__(in_channels, out_channels, kernel_size, stride=stride)
+        self._left = (kernel_size[1] - 1) // 2
 
     def forward(self, x: Tensor) -> Tensor:
         kh, kw = self.kernel_size
         return super().forward(F.pad(x, ((kw - 1) // 2, (kw - 1) // 2, kh - 1, 0)))
 
 
-class DownRightShiftedConv2d(nn.Conv2d):
+class DownRightShiftedConv2d(_Region, nn.Conv2d):
     """Output (i, j) reads input rows i-kh+1 .. i and columns j-kw+1 .. j: zero padding on top and
     left. With stride s, output (p, q) is the one at (s p, s q)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int] = (2, 2), stride: int = 1):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride)
+        self._left = kernel_size[1] - 1
 
     def forward(self, x: Tensor) -> Tensor:
         kh, kw = self.kernel_size
