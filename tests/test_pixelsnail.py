@@ -2,7 +2,10 @@
 sizes, 28x28, 32x32), every earlier pixel in the field from the first attention block on, the
 attention mask itself, the NLL exact (normalised over every binary image, the sum of the per-pixel
 terms), naive samples drawn from the distribution the NLL measures (chi-square), completion and
-compression, conditioning, config checks and a tiny training run through train()."""
+compression, the fast cached sampler against the naive one (every head, greyscale and colour, odd
+sizes, conditional, without the u stream, completion, MNIST's and CIFAR-10's sizes, chunked
+batches, `prime`, compression on the fast path), conditioning, config checks and a tiny training
+run through train()."""
 from __future__ import annotations
 
 import itertools
@@ -17,9 +20,11 @@ from autoreg.errors import ConfigError
 from autoreg.families import build_model, family
 from autoreg.families.pixelsnail import PixelSNAILKeys
 from autoreg.models.pixelsnail import PixelSNAIL, earlier_pixels
-from autoreg.sampling import has_fast_path, sample
+from autoreg.sampling import has_fast_path, resolve_method, sample
 
 from conftest import TINY, compose_train
+from test_gated_pixelcnn import assert_fast_is_exact
+from test_pixelcnn_pp import assert_probs_of_one_pass, noise_for
 from test_sampling import exact_probs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -188,9 +193,8 @@ def test_naive_samples_follow_the_nll():
 @pytest.mark.parametrize("shape,head", [((1, 5, 5), Bernoulli()), ((3, 4, 4), DiscretizedLogisticMixture(2))])
 def test_naive_sampling_records_the_probabilities_of_its_pixels(shape, head):
     """What the sampler recorded is what one forward pass over its result gives; same seed, same
-    images for any batch size; completion keeps the given pixels; there is no fast path yet."""
+    images for any batch size; completion keeps the given pixels."""
     model = tiny(shape, head)
-    assert not has_fast_path(model)
     images, probs = sample(model, 3, method="naive", seed=2, return_probs=True)
     assert torch.allclose(probs, exact_probs(model, images) if head.name == "bernoulli"
                           else head.probs(model(images).detach(), 1.0, images), atol=1e-6)
@@ -201,21 +205,130 @@ def test_naive_sampling_records_the_probabilities_of_its_pixels(shape, head):
     assert torch.equal(done[mask.expand_as(done)], images[mask.expand_as(images)])
 
 
-@pytest.mark.parametrize("shape,bits,overrides", [
-    ((1, 5, 4), 1, []), ((3, 3, 3), 8, ["model.nr_logistic_mix=2"]),
+@pytest.mark.parametrize("shape,bits,overrides,classes", [
+    ((1, 5, 4), 1, [], None),
+    ((3, 3, 3), 8, ["model.nr_logistic_mix=2"], None),
+    ((1, 5, 6), 1, ["model.conditional=true", "model.u_stream=false"], 10),
 ])
-def test_compression_round_trips(shape, bits, overrides):
-    """compress.py codes with the naive path's probabilities; decoding gives the images back."""
+def test_compression_round_trips(shape, bits, overrides, classes):
+    """compress.py codes on the cached sampler by default (`method=auto`) and on the naive path;
+    decoding gives the images back, at the same size to a few bytes (the same probabilities to
+    float rounding) and at the NLL's bits."""
     from autoreg.compression import compress, decompress
     from test_compress import random_images, tiny_module
 
-    module = tiny_module(shape, bits, "model=pixelsnail", *(f"model.{k}={v}" for k, v in TINY_KEYS.items()), *overrides)
+    keys = (f"model.{k}={v}" for k, v in TINY_KEYS.items())
+    module = tiny_module(shape, bits, "model=pixelsnail", *keys, *overrides, classes=classes)
+    assert resolve_method(module.net, "auto") == "fast"
     images = random_images(3, shape, 2**bits)
-    data, stats = compress(module, images, batch_size=2)
-    assert torch.equal(decompress(module, data)[0], images)
+    labels = torch.tensor([3, 0, 9]) if classes else None
+    sizes = []
+    for method in ("auto", "naive"):
+        data, stats = compress(module, images, labels, method=method, batch_size=2)
+        decoded, decoded_labels, _ = decompress(module, data)
+        assert torch.equal(decoded, images) and (labels is None or torch.equal(decoded_labels, labels))
+        sizes.append(len(data))
+    assert abs(sizes[0] - sizes[1]) <= 2
     with torch.no_grad():
-        nll_bits = float(module.nll(images.float() / (2**bits - 1)).sum()) / math.log(2)
+        nll_bits = float(module.nll(images.float() / (2**bits - 1), labels).sum()) / math.log(2)
+    nll_bits += len(images) * math.log2(classes) if classes else 0  # the labels, coded uniformly
     assert stats.nll_bits == pytest.approx(nll_bits, rel=1e-4)
+
+
+FAST = {  # shape, head, keys, conditional, temperature
+    "bernoulli-7x5": ((1, 7, 5), Bernoulli(), {}, False, 1.0),
+    "bernoulli-conditional-6x6-deep": ((1, 6, 6), Bernoulli(), {"depth": 2, "nr_resnet": 2}, True, 0.8),
+    "bernoulli-one-row-1x6": ((1, 1, 6), Bernoulli(), {}, False, 1.0),
+    "bernoulli-one-head-dropout-5x5": ((1, 5, 5), Bernoulli(), {"heads": 1, "value_channels": 6, "dropout": 0.5}, False, 1.0),
+    "categorical-5x6": ((1, 5, 6), Categorical(256), {}, False, 1.0),
+    "categorical-conditional-no-u-7x5": ((1, 7, 5), Categorical(256), {"u_stream": False, "depth": 2}, True, 1.0),
+    "mixture-grey-6x6": ((1, 6, 6), DiscretizedLogisticMixture(2), {"depth": 2}, False, 1.0),
+    "mixture-rgb-5x4": ((3, 5, 4), DiscretizedLogisticMixture(3), {}, False, 0.8),
+    "mixture-rgb-conditional-no-u-4x7": ((3, 4, 7), DiscretizedLogisticMixture(2), {"u_stream": False}, True, 1.0),
+}
+
+
+def fast_case(case):
+    shape, head, keys, conditional, temperature = FAST[case]
+    model = tiny(shape, head, num_classes=3 if conditional else None, **keys)
+    return model, (torch.tensor([0, 2, 1]) if conditional else None), temperature
+
+
+@pytest.mark.parametrize("case", list(FAST))
+def test_fast_sampler_is_exact(case):
+    """The same pixels as the naive sampler for the same noise, probabilities within 1e-5."""
+    model, y, temperature = fast_case(case)
+    assert has_fast_path(model) and resolve_method(model, "auto") == "fast"
+    assert_fast_is_exact(model, noise_for(model, 3), y, temperature=temperature)
+
+
+@pytest.mark.parametrize("case", ["bernoulli-conditional-6x6-deep", "categorical-conditional-no-u-7x5",
+                                  "mixture-rgb-conditional-no-u-4x7"])
+def test_fast_completion_agrees_with_naive(case):
+    """Given top halves; then given pixels scattered, a given prefix (the caches start from a full
+    pass) and a given suffix (drawing stops before it, its probabilities from a full pass)."""
+    model, y, _ = fast_case(case)
+    c, h, w = model.image_shape
+    levels = model.distribution.levels
+    generator = torch.Generator().manual_seed(3)
+    known = torch.randint(0, levels, (3, c, h, w), generator=generator) / (levels - 1)
+    top = torch.zeros(1, 1, h, w, dtype=torch.bool)
+    top[..., : h // 2, :] = True
+    assert_fast_is_exact(model, noise_for(model, 3), y, known, top)
+    mask = (torch.rand((3, 1, h, w), generator=generator) < 0.4).expand(3, c, h, w).clone()
+    mask[:, :, :1] = True
+    mask[:, :, 1, :3] = True
+    mask[:, :, -1, 1:] = True
+    assert_fast_is_exact(model, noise_for(model, 3, seed=4), y, known, mask)
+
+
+@pytest.mark.parametrize("shape,head,conditional", [
+    ((1, 28, 28), Bernoulli(), False),
+    pytest.param((1, 28, 28), DiscretizedLogisticMixture(2), True, marks=pytest.mark.slow),
+    pytest.param((3, 32, 32), DiscretizedLogisticMixture(3), True, marks=pytest.mark.slow),
+])
+def test_fast_sampler_at_mnist_and_cifar_sizes(shape, head, conditional):
+    """Two blocks at 28x28 and 32x32: the fast sample's probabilities are those of one forward pass
+    over it, and the naive sampler, given the fast sample's rows below the first two, draws the same
+    first two rows (drawing them all naively would take a thousand passes); the fast sampler given
+    the same draws them again."""
+    model = tiny(shape, head, num_classes=3 if conditional else None, depth=2)
+    y = torch.tensor([1, 2]) if conditional else None
+    noise = noise_for(model, 2)
+    fast, probs = sample(model, 2, method="fast", noise=noise, y=y, return_probs=True)
+    assert_probs_of_one_pass(model, fast, probs, y)
+    below = torch.zeros(1, 1, *shape[1:], dtype=torch.bool)
+    below[..., 2:, :] = True
+    kwargs = dict(noise=noise, y=y, known=fast, known_mask=below, return_probs=True)
+    naive, naive_probs = sample(model, method="naive", **kwargs)
+    assert torch.equal(naive, fast) and (naive_probs - probs).abs().max() < 1e-5
+    again, again_probs = sample(model, method="fast", **kwargs)
+    assert torch.equal(again, fast) and (again_probs - probs).abs().max() < 1e-5
+    assert len(fast.unique()) > 1
+
+
+def test_chunked_batches_give_the_same_images():
+    model = tiny((3, 6, 5), DiscretizedLogisticMixture(3), num_classes=3, depth=2)
+    y = torch.tensor([0, 1, 2, 2, 1])
+    first = sample(model, 5, y=y, seed=11)
+    assert torch.equal(sample(model, 5, y=y, seed=11, batch_size=2), first)
+    assert torch.equal(sample(model, 5, y=y, seed=11, method="naive", batch_size=3), first)
+
+
+@pytest.mark.parametrize("u_stream", [True, False])
+def test_prime_is_a_full_pass_over_the_canvas(u_stream):
+    """`prime` returns the forward pass's params over the canvas as it is (later pixels too), and
+    steps after it continue from its caches: their keys and values before the step's pixel."""
+    shape = (3, 7, 6)
+    model = tiny(shape, DiscretizedLogisticMixture(3), num_classes=3, depth=2, u_stream=u_stream)
+    y = torch.tensor([2, 0])
+    with torch.inference_mode():
+        stepper = model.fast_stepper(2, "cpu", torch.float32, y)
+        stepper.canvas.copy_(torch.randint(0, 256, (2, *shape), generator=torch.Generator().manual_seed(5)) / 255)
+        params = model(stepper.canvas, y)
+        assert (stepper.prime() - params).abs().max() < 1e-5
+        for q in (17, 18, 24):  # mid-row, then the next row's first pixel
+            assert (stepper.step(q) - params[:, :, q // 6, q % 6]).abs().max() < 1e-5
 
 
 def test_family_is_found_and_built_from_the_config():
