@@ -24,7 +24,12 @@ from autoreg.sampling import has_fast_path, resolve_method, sample
 
 from conftest import TINY, compose_train
 from test_gated_pixelcnn import assert_fast_is_exact
-from test_pixelcnn_pp import assert_probs_of_one_pass, noise_for
+from test_pixelcnn_pp import (
+    assert_chunks_give_the_same_images,
+    assert_first_rows_as_naive,
+    assert_prime_is_a_full_pass,
+    noise_for,
+)
 from test_sampling import exact_probs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -214,21 +219,14 @@ def test_compression_round_trips(shape, bits, overrides, classes):
     """compress.py codes on the cached sampler by default (`method=auto`) and on the naive path;
     decoding gives the images back, at the same size to a few bytes (the same probabilities to
     float rounding) and at the NLL's bits."""
-    from autoreg.compression import compress, decompress
-    from test_compress import random_images, tiny_module
+    from test_compress import assert_fast_and_naive_files_round_trip, random_images, tiny_module
 
     keys = (f"model.{k}={v}" for k, v in TINY_KEYS.items())
     module = tiny_module(shape, bits, "model=pixelsnail", *keys, *overrides, classes=classes)
     assert resolve_method(module.net, "auto") == "fast"
     images = random_images(3, shape, 2**bits)
     labels = torch.tensor([3, 0, 9]) if classes else None
-    sizes = []
-    for method in ("auto", "naive"):
-        data, stats = compress(module, images, labels, method=method, batch_size=2)
-        decoded, decoded_labels, _ = decompress(module, data)
-        assert torch.equal(decoded, images) and (labels is None or torch.equal(decoded_labels, labels))
-        sizes.append(len(data))
-    assert abs(sizes[0] - sizes[1]) <= 2
+    stats = assert_fast_and_naive_files_round_trip(module, images, labels)
     with torch.no_grad():
         nll_bits = float(module.nll(images.float() / (2**bits - 1), labels).sum()) / math.log(2)
     nll_bits += len(images) * math.log2(classes) if classes else 0  # the labels, coded uniformly
@@ -288,47 +286,19 @@ def test_fast_completion_agrees_with_naive(case):
     pytest.param((3, 32, 32), DiscretizedLogisticMixture(3), True, marks=pytest.mark.slow),
 ])
 def test_fast_sampler_at_mnist_and_cifar_sizes(shape, head, conditional):
-    """Two blocks at 28x28 and 32x32: the fast sample's probabilities are those of one forward pass
-    over it, and the naive sampler, given the fast sample's rows below the first two, draws the same
-    first two rows (drawing them all naively would take a thousand passes); the fast sampler given
-    the same draws them again."""
+    """Two blocks at 28x28 and 32x32: every key cache holds up to 1023 positions."""
     model = tiny(shape, head, num_classes=3 if conditional else None, depth=2)
-    y = torch.tensor([1, 2]) if conditional else None
-    noise = noise_for(model, 2)
-    fast, probs = sample(model, 2, method="fast", noise=noise, y=y, return_probs=True)
-    assert_probs_of_one_pass(model, fast, probs, y)
-    below = torch.zeros(1, 1, *shape[1:], dtype=torch.bool)
-    below[..., 2:, :] = True
-    kwargs = dict(noise=noise, y=y, known=fast, known_mask=below, return_probs=True)
-    naive, naive_probs = sample(model, method="naive", **kwargs)
-    assert torch.equal(naive, fast) and (naive_probs - probs).abs().max() < 1e-5
-    again, again_probs = sample(model, method="fast", **kwargs)
-    assert torch.equal(again, fast) and (again_probs - probs).abs().max() < 1e-5
-    assert len(fast.unique()) > 1
+    assert_first_rows_as_naive(model, torch.tensor([1, 2]) if conditional else None)
 
 
 def test_chunked_batches_give_the_same_images():
-    model = tiny((3, 6, 5), DiscretizedLogisticMixture(3), num_classes=3, depth=2)
-    y = torch.tensor([0, 1, 2, 2, 1])
-    first = sample(model, 5, y=y, seed=11)
-    assert torch.equal(sample(model, 5, y=y, seed=11, batch_size=2), first)
-    assert torch.equal(sample(model, 5, y=y, seed=11, method="naive", batch_size=3), first)
+    assert_chunks_give_the_same_images(tiny((3, 6, 5), DiscretizedLogisticMixture(3), num_classes=3, depth=2))
 
 
 @pytest.mark.parametrize("u_stream", [True, False])
 def test_prime_is_a_full_pass_over_the_canvas(u_stream):
-    """`prime` returns the forward pass's params over the canvas as it is (later pixels too), and
-    steps after it continue from its caches: their keys and values before the step's pixel."""
-    shape = (3, 7, 6)
-    model = tiny(shape, DiscretizedLogisticMixture(3), num_classes=3, depth=2, u_stream=u_stream)
-    y = torch.tensor([2, 0])
-    with torch.inference_mode():
-        stepper = model.fast_stepper(2, "cpu", torch.float32, y)
-        stepper.canvas.copy_(torch.randint(0, 256, (2, *shape), generator=torch.Generator().manual_seed(5)) / 255)
-        params = model(stepper.canvas, y)
-        assert (stepper.prime() - params).abs().max() < 1e-5
-        for q in (17, 18, 24):  # mid-row, then the next row's first pixel
-            assert (stepper.step(q) - params[:, :, q // 6, q % 6]).abs().max() < 1e-5
+    """As for PixelCNN++; the steps after `prime` read its keys and values of the earlier positions."""
+    assert_prime_is_a_full_pass(tiny((3, 7, 6), DiscretizedLogisticMixture(3), num_classes=3, depth=2, u_stream=u_stream))
 
 
 def test_family_is_found_and_built_from_the_config():
