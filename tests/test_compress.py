@@ -91,15 +91,21 @@ def test_pixelcnn_pp_fast_path_writes_the_naive_file(shape, bits, overrides, cla
     on the naive path, at the same size to a few bytes (the same probabilities to float rounding)."""
     module = tiny_module(shape, bits, "model=pixelcnn_pp", "model.nr_resnet=1", "model.channels=6", *overrides, classes=classes)
     assert resolve_method(module.net, "auto") == "fast"
-    images = random_images(3, shape, 2**bits)
-    labels = torch.tensor([3, 0, 9]) if classes else None
-    sizes = []
+    assert_fast_and_naive_files_round_trip(module, random_images(3, shape, 2**bits), torch.tensor([3, 0, 9]) if classes else None)
+
+
+def assert_fast_and_naive_files_round_trip(module, images, labels=None):
+    """Coded on the path `method=auto` picks and on the naive one, in batches of two: both decode to
+    the images (and labels), at the same size to a few bytes. Returns the auto path's stats."""
+    sizes, stats = [], []
     for method in ("auto", "naive"):
-        data, _ = compress(module, images, labels, method=method, batch_size=2)
+        data, coded = compress(module, images, labels, method=method, batch_size=2)
         decoded, decoded_labels, _ = decompress(module, data)
         assert torch.equal(decoded, images) and (labels is None or torch.equal(decoded_labels, labels))
         sizes.append(len(data))
+        stats.append(coded)
     assert abs(sizes[0] - sizes[1]) <= 2
+    return stats[0]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

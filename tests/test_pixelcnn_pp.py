@@ -206,15 +206,20 @@ def test_fast_completion_agrees_with_naive(case):
     pytest.param((3, 32, 32), DiscretizedLogisticMixture(3), True, marks=pytest.mark.slow),
 ])
 def test_fast_sampler_at_mnist_and_cifar_sizes(shape, head, conditional):
-    """28 -> 14 -> 7 and 32 -> 16 -> 8: the fast sample's probabilities are those of one forward
-    pass over it, and the naive sampler, given the fast sample's rows below the first two, draws
-    the same first two rows (drawing them all naively would take a thousand passes)."""
+    """28 -> 14 -> 7 and 32 -> 16 -> 8."""
     model = sharp(shape, head, num_classes=3 if conditional else None, channels=4)
-    y = torch.tensor([1, 2]) if conditional else None
+    assert_first_rows_as_naive(model, torch.tensor([1, 2]) if conditional else None)
+
+
+def assert_first_rows_as_naive(model, y=None):
+    """Two images at a large size: the fast sample's probabilities are those of one forward pass
+    over it, and the naive sampler, given the fast sample's rows below the first two, draws the
+    same first two rows (drawing them all naively would take a thousand passes), as does the fast
+    one given the same."""
     noise = noise_for(model, 2)
     fast, probs = sample(model, 2, method="fast", noise=noise, y=y, return_probs=True)
     assert_probs_of_one_pass(model, fast, probs, y)
-    below = torch.zeros(1, 1, *shape[1:], dtype=torch.bool)
+    below = torch.zeros(1, 1, *model.image_shape[1:], dtype=torch.bool)
     below[..., 2:, :] = True
     kwargs = dict(noise=noise, y=y, known=fast, known_mask=below, return_probs=True)
     naive, naive_probs = sample(model, method="naive", **kwargs)
@@ -225,7 +230,11 @@ def test_fast_sampler_at_mnist_and_cifar_sizes(shape, head, conditional):
 
 
 def test_chunked_batches_give_the_same_images():
-    model = sharp((3, 6, 5), DiscretizedLogisticMixture(3), num_classes=3)
+    assert_chunks_give_the_same_images(sharp((3, 6, 5), DiscretizedLogisticMixture(3), num_classes=3))
+
+
+def assert_chunks_give_the_same_images(model):
+    """Five labelled images in one batch, in chunks of two, and naive in chunks of three."""
     y = torch.tensor([0, 1, 2, 2, 1])
     first = sample(model, 5, y=y, seed=11)
     assert torch.equal(sample(model, 5, y=y, seed=11, batch_size=2), first)
@@ -233,18 +242,22 @@ def test_chunked_batches_give_the_same_images():
 
 
 def test_prime_is_a_full_pass_over_the_canvas():
+    assert_prime_is_a_full_pass(sharp((3, 7, 6), DiscretizedLogisticMixture(3), num_classes=3))
+
+
+def assert_prime_is_a_full_pass(model):
     """`prime` returns the forward pass's params over the canvas as it is (later pixels too), and
-    steps after it continue from its caches."""
-    shape = (3, 7, 6)
-    model = sharp(shape, DiscretizedLogisticMixture(3), num_classes=3)
+    steps after it continue from its caches (a 3-class model of 7 x 6 RGB images: the steps at
+    the end of row 2 and the start of rows 3 and 4)."""
+    shape = model.image_shape
     y = torch.tensor([2, 0])
     with torch.inference_mode():
         stepper = model.fast_stepper(2, "cpu", torch.float32, y)
         stepper.canvas.copy_(torch.randint(0, 256, (2, *shape), generator=torch.Generator().manual_seed(5)) / 255)
         params = model(stepper.canvas, y)
         assert (stepper.prime() - params).abs().max() < 1e-5
-        for q in (17, 18, 24):  # mid-row, then the next row's first pixel
-            assert (stepper.step(q) - params[:, :, q // 6, q % 6]).abs().max() < 1e-5
+        for q in (17, 18, 24):
+            assert (stepper.step(q) - params[:, :, q // shape[2], q % shape[2]]).abs().max() < 1e-5
 
 
 def test_family_is_found_and_built_from_the_config():

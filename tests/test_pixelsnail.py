@@ -2,7 +2,10 @@
 sizes, 28x28, 32x32), every earlier pixel in the field from the first attention block on, the
 attention mask itself, the NLL exact (normalised over every binary image, the sum of the per-pixel
 terms), naive samples drawn from the distribution the NLL measures (chi-square), completion and
-compression, conditioning, config checks and a tiny training run through train()."""
+compression, the fast cached sampler against the naive one (every head, greyscale and colour, odd
+sizes, conditional, without the u stream, completion, MNIST's and CIFAR-10's sizes, chunked
+batches, `prime`, compression on the fast path), conditioning, config checks and a tiny training
+run through train()."""
 from __future__ import annotations
 
 import itertools
@@ -17,9 +20,16 @@ from autoreg.errors import ConfigError
 from autoreg.families import build_model, family
 from autoreg.families.pixelsnail import PixelSNAILKeys
 from autoreg.models.pixelsnail import PixelSNAIL, earlier_pixels
-from autoreg.sampling import has_fast_path, sample
+from autoreg.sampling import has_fast_path, resolve_method, sample
 
 from conftest import TINY, compose_train
+from test_gated_pixelcnn import assert_fast_is_exact
+from test_pixelcnn_pp import (
+    assert_chunks_give_the_same_images,
+    assert_first_rows_as_naive,
+    assert_prime_is_a_full_pass,
+    noise_for,
+)
 from test_sampling import exact_probs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -188,9 +198,8 @@ def test_naive_samples_follow_the_nll():
 @pytest.mark.parametrize("shape,head", [((1, 5, 5), Bernoulli()), ((3, 4, 4), DiscretizedLogisticMixture(2))])
 def test_naive_sampling_records_the_probabilities_of_its_pixels(shape, head):
     """What the sampler recorded is what one forward pass over its result gives; same seed, same
-    images for any batch size; completion keeps the given pixels; there is no fast path yet."""
+    images for any batch size; completion keeps the given pixels."""
     model = tiny(shape, head)
-    assert not has_fast_path(model)
     images, probs = sample(model, 3, method="naive", seed=2, return_probs=True)
     assert torch.allclose(probs, exact_probs(model, images) if head.name == "bernoulli"
                           else head.probs(model(images).detach(), 1.0, images), atol=1e-6)
@@ -201,21 +210,95 @@ def test_naive_sampling_records_the_probabilities_of_its_pixels(shape, head):
     assert torch.equal(done[mask.expand_as(done)], images[mask.expand_as(images)])
 
 
-@pytest.mark.parametrize("shape,bits,overrides", [
-    ((1, 5, 4), 1, []), ((3, 3, 3), 8, ["model.nr_logistic_mix=2"]),
+@pytest.mark.parametrize("shape,bits,overrides,classes", [
+    ((1, 5, 4), 1, [], None),
+    ((3, 3, 3), 8, ["model.nr_logistic_mix=2"], None),
+    ((1, 5, 6), 1, ["model.conditional=true", "model.u_stream=false"], 10),
 ])
-def test_compression_round_trips(shape, bits, overrides):
-    """compress.py codes with the naive path's probabilities; decoding gives the images back."""
-    from autoreg.compression import compress, decompress
-    from test_compress import random_images, tiny_module
+def test_compression_round_trips(shape, bits, overrides, classes):
+    """compress.py codes on the cached sampler by default (`method=auto`) and on the naive path;
+    decoding gives the images back, at the same size to a few bytes (the same probabilities to
+    float rounding) and at the NLL's bits."""
+    from test_compress import assert_fast_and_naive_files_round_trip, random_images, tiny_module
 
-    module = tiny_module(shape, bits, "model=pixelsnail", *(f"model.{k}={v}" for k, v in TINY_KEYS.items()), *overrides)
+    keys = (f"model.{k}={v}" for k, v in TINY_KEYS.items())
+    module = tiny_module(shape, bits, "model=pixelsnail", *keys, *overrides, classes=classes)
+    assert resolve_method(module.net, "auto") == "fast"
     images = random_images(3, shape, 2**bits)
-    data, stats = compress(module, images, batch_size=2)
-    assert torch.equal(decompress(module, data)[0], images)
+    labels = torch.tensor([3, 0, 9]) if classes else None
+    stats = assert_fast_and_naive_files_round_trip(module, images, labels)
     with torch.no_grad():
-        nll_bits = float(module.nll(images.float() / (2**bits - 1)).sum()) / math.log(2)
+        nll_bits = float(module.nll(images.float() / (2**bits - 1), labels).sum()) / math.log(2)
+    nll_bits += len(images) * math.log2(classes) if classes else 0  # the labels, coded uniformly
     assert stats.nll_bits == pytest.approx(nll_bits, rel=1e-4)
+
+
+FAST = {  # shape, head, keys, conditional, temperature
+    "bernoulli-7x5": ((1, 7, 5), Bernoulli(), {}, False, 1.0),
+    "bernoulli-conditional-6x6-deep": ((1, 6, 6), Bernoulli(), {"depth": 2, "nr_resnet": 2}, True, 0.8),
+    "bernoulli-one-row-1x6": ((1, 1, 6), Bernoulli(), {}, False, 1.0),
+    "bernoulli-one-head-dropout-5x5": ((1, 5, 5), Bernoulli(), {"heads": 1, "value_channels": 6, "dropout": 0.5}, False, 1.0),
+    "categorical-5x6": ((1, 5, 6), Categorical(256), {}, False, 1.0),
+    "categorical-conditional-no-u-7x5": ((1, 7, 5), Categorical(256), {"u_stream": False, "depth": 2}, True, 1.0),
+    "mixture-grey-6x6": ((1, 6, 6), DiscretizedLogisticMixture(2), {"depth": 2}, False, 1.0),
+    "mixture-rgb-5x4": ((3, 5, 4), DiscretizedLogisticMixture(3), {}, False, 0.8),
+    "mixture-rgb-conditional-no-u-4x7": ((3, 4, 7), DiscretizedLogisticMixture(2), {"u_stream": False}, True, 1.0),
+}
+
+
+def fast_case(case):
+    shape, head, keys, conditional, temperature = FAST[case]
+    model = tiny(shape, head, num_classes=3 if conditional else None, **keys)
+    return model, (torch.tensor([0, 2, 1]) if conditional else None), temperature
+
+
+@pytest.mark.parametrize("case", list(FAST))
+def test_fast_sampler_is_exact(case):
+    """The same pixels as the naive sampler for the same noise, probabilities within 1e-5."""
+    model, y, temperature = fast_case(case)
+    assert has_fast_path(model) and resolve_method(model, "auto") == "fast"
+    assert_fast_is_exact(model, noise_for(model, 3), y, temperature=temperature)
+
+
+@pytest.mark.parametrize("case", ["bernoulli-conditional-6x6-deep", "categorical-conditional-no-u-7x5",
+                                  "mixture-rgb-conditional-no-u-4x7"])
+def test_fast_completion_agrees_with_naive(case):
+    """Given top halves; then given pixels scattered, a given prefix (the caches start from a full
+    pass) and a given suffix (drawing stops before it, its probabilities from a full pass)."""
+    model, y, _ = fast_case(case)
+    c, h, w = model.image_shape
+    levels = model.distribution.levels
+    generator = torch.Generator().manual_seed(3)
+    known = torch.randint(0, levels, (3, c, h, w), generator=generator) / (levels - 1)
+    top = torch.zeros(1, 1, h, w, dtype=torch.bool)
+    top[..., : h // 2, :] = True
+    assert_fast_is_exact(model, noise_for(model, 3), y, known, top)
+    mask = (torch.rand((3, 1, h, w), generator=generator) < 0.4).expand(3, c, h, w).clone()
+    mask[:, :, :1] = True
+    mask[:, :, 1, :3] = True
+    mask[:, :, -1, 1:] = True
+    assert_fast_is_exact(model, noise_for(model, 3, seed=4), y, known, mask)
+
+
+@pytest.mark.parametrize("shape,head,conditional", [
+    ((1, 28, 28), Bernoulli(), False),
+    pytest.param((1, 28, 28), DiscretizedLogisticMixture(2), True, marks=pytest.mark.slow),
+    pytest.param((3, 32, 32), DiscretizedLogisticMixture(3), True, marks=pytest.mark.slow),
+])
+def test_fast_sampler_at_mnist_and_cifar_sizes(shape, head, conditional):
+    """Two blocks at 28x28 and 32x32: every key cache holds up to 1023 positions."""
+    model = tiny(shape, head, num_classes=3 if conditional else None, depth=2)
+    assert_first_rows_as_naive(model, torch.tensor([1, 2]) if conditional else None)
+
+
+def test_chunked_batches_give_the_same_images():
+    assert_chunks_give_the_same_images(tiny((3, 6, 5), DiscretizedLogisticMixture(3), num_classes=3, depth=2))
+
+
+@pytest.mark.parametrize("u_stream", [True, False])
+def test_prime_is_a_full_pass_over_the_canvas(u_stream):
+    """As for PixelCNN++; the steps after `prime` read its keys and values of the earlier positions."""
+    assert_prime_is_a_full_pass(tiny((3, 7, 6), DiscretizedLogisticMixture(3), num_classes=3, depth=2, u_stream=u_stream))
 
 
 def test_family_is_found_and_built_from_the_config():

@@ -22,8 +22,11 @@ Models (`MODELS` below, selected by key with `--models`; a new family with a fas
   layers with k = 5, a two-layer output head.
 - pixelcnn_pp: the default PixelCNN++ (autoreg/families/pixelcnn_pp.py): 32 channels, two gated
   resnet blocks per resolution and stream, three resolutions (28, 14, 7).
+- pixelsnail: the default PixelSNAIL (autoreg/families/pixelsnail.py): two blocks of two gated
+  resnet blocks per stream (16 channels) and a causal attention block (16 key and 16 value
+  features over 2 heads).
 The issues' targets (2-core CPU, batch 16): lab >= 100x, default >= 30x, row_lstm >= 10x, gated >= 30x,
-pixelcnn_pp >= 50x.
+pixelcnn_pp >= 50x, pixelsnail >= 30x.
 """
 from __future__ import annotations
 
@@ -64,6 +67,10 @@ MODELS = {  # key: (table label, model config)
     "pixelcnn_pp": (
         "PixelCNN++ default (nr_resnet=2, 32 ch, 3 resolutions)",
         {"name": "pixelcnn_pp", "nr_resnet": 2, "channels": 32},
+    ),
+    "pixelsnail": (
+        "PixelSNAIL default (depth 2, nr_resnet 2, 16 ch, 2 heads)",
+        {"name": "pixelsnail"},
     ),
 }
 

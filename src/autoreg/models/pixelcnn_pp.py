@@ -171,7 +171,29 @@ class PixelCNNpp(nn.Module):
 Region = tuple[tuple[int, int], tuple[int, int]]  # (rows, columns), each [start, stop)
 
 
-class _CachedBlock:
+def u_first_region(conv: DownShiftedConv2d, x: PaddedMap, out: PaddedMap, region: Region) -> None:
+    """u0 = down_shift(conv(x)) at `region` of `out`: row i reads the first layer's row i - 1; row 0
+    stays zero."""
+    (r0, r1), cols = region
+    a = max(r0, 1)
+    if a < r1:
+        out.write((a, r1), cols, conv.region(x, (a - 1, r1 - 1), cols))
+
+
+def ul_first_region(above: DownShiftedConv2d, left: DownRightShiftedConv2d, x: PaddedMap, out: PaddedMap,
+                    region: Region) -> None:
+    """ul0 = down_shift(above(x)) + right_shift(left(x)) at `region` of `out`, zero where shifted in."""
+    (r0, r1), (c0, c1) = region
+    value = x.padded.new_zeros(x.padded.shape[0], above.out_channels, r1 - r0, c1 - c0)
+    a, b = max(r0, 1), max(c0, 1)
+    if a < r1:
+        value[:, :, a - r0 :] = above.region(x, (a - 1, r1 - 1), (c0, c1))
+    if b < c1:
+        value[..., b - c0 :] += left.region(x, (r0, r1), (b - 1, c1 - 1))
+    out.write((r0, r1), (c0, c1), value)
+
+
+class CachedBlock:
     """A GatedResnet's caches: its hidden map (the first convolution's output, joined with the
     shortcut term) and its output map, read from the cache of its input `x` and from the maps its
     shortcut input concatenates."""
@@ -197,9 +219,9 @@ class _Stream:
         self.down_strides = down_strides  # [L - 1]: level L - 1 -> L
         self.up_strides = up_strides[::-1]  # [L]: level L + 1 -> L
         self.up: list[list[PaddedMap]] = []
-        self.up_blocks: list[list[_CachedBlock]] = []
+        self.up_blocks: list[list[CachedBlock]] = []
         self.down_in: list[PaddedMap | None] = [None] * RESOLUTIONS
-        self.down_blocks: list[list[_CachedBlock]] = [[] for _ in range(RESOLUTIONS)]
+        self.down_blocks: list[list[CachedBlock]] = [[] for _ in range(RESOLUTIONS)]
 
     def run(self, regions: list[Region | None], first, sizes: list[tuple[int, int]]) -> None:
         """Every cached map at `regions[L]` of its level (None: none at that level), in the
@@ -278,8 +300,8 @@ class PixelCNNppStepper:
                 stream.up.append([maker()])
                 stream.up_blocks.append([])
             for u_block, ul_block in zip(model.up_u[level], model.up_ul[level]):
-                cached_u = _CachedBlock(u_block, u.up[level][-1], maker, bias(), [])
-                cached_ul = _CachedBlock(ul_block, ul.up[level][-1], maker, bias(), [cached_u.out])
+                cached_u = CachedBlock(u_block, u.up[level][-1], maker, bias(), [])
+                cached_ul = CachedBlock(ul_block, ul.up[level][-1], maker, bias(), [cached_u.out])
                 for stream, cached in ((u, cached_u), (ul, cached_ul)):
                     stream.up_blocks[level].append(cached)
                     stream.up[level].append(cached.out)
@@ -292,8 +314,8 @@ class PixelCNNppStepper:
             skips = [stream.up[level][:-1 if r == 0 else None][::-1] for stream in (u, ul)]
             x_u, x_ul = u.down_in[level], ul.down_in[level]
             for u_block, ul_block, skip_u, skip_ul in zip(u_blocks, ul_blocks, *skips, strict=True):
-                cached_u = _CachedBlock(u_block, x_u, maker, bias(), [skip_u])
-                cached_ul = _CachedBlock(ul_block, x_ul, maker, bias(), [cached_u.out, skip_ul])
+                cached_u = CachedBlock(u_block, x_u, maker, bias(), [skip_u])
+                cached_ul = CachedBlock(ul_block, x_ul, maker, bias(), [cached_u.out, skip_ul])
                 u.down_blocks[level].append(cached_u)
                 ul.down_blocks[level].append(cached_ul)
                 x_u, x_ul = cached_u.out, cached_ul.out
@@ -313,23 +335,10 @@ class PixelCNNppStepper:
         return regions
 
     def _u_first(self, region: Region) -> None:
-        """u0 = down_shift(u_first(x)): row i reads the first layer's row i - 1; row 0 stays zero."""
-        (r0, r1), cols = region
-        a = max(r0, 1)
-        if a < r1:
-            self._u.up[0][0].write((a, r1), cols, self._model.u_first.region(self._x, (a - 1, r1 - 1), cols))
+        u_first_region(self._model.u_first, self._x, self._u.up[0][0], region)
 
     def _ul_first(self, region: Region) -> None:
-        """ul0 = down_shift(ul_first_above(x)) + right_shift(ul_first_left(x)), zero where shifted in."""
-        (r0, r1), (c0, c1) = region
-        model, x = self._model, self._x
-        value = x.padded.new_zeros(x.padded.shape[0], model.out.in_channels, r1 - r0, c1 - c0)
-        a, b = max(r0, 1), max(c0, 1)
-        if a < r1:
-            value[:, :, a - r0 :] = model.ul_first_above.region(x, (a - 1, r1 - 1), (c0, c1))
-        if b < c1:
-            value[..., b - c0 :] += model.ul_first_left.region(x, (r0, r1), (b - 1, c1 - 1))
-        self._ul.up[0][0].write((r0, r1), (c0, c1), value)
+        ul_first_region(self._model.ul_first_above, self._model.ul_first_left, self._x, self._ul.up[0][0], region)
 
     def _head(self, region: Region) -> Tensor:
         return one_by_one(self._model.out, F.elu(self._final.read(*region)))
