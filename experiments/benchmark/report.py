@@ -112,7 +112,8 @@ def main() -> None:
         rows.append(f"| {name} | {shown} | {paper} | {params:,} | {last['global_step']:,} | "
                     f"{last['global_step'] * batch / TRAIN_IMAGES:.1f} | {cpu:.2f} | {min(vals) if vals else math.nan:.2f} | {state} | "
                     f"`{own[-1]['args'].split(' (')[0] if own else ''}` |")
-    ax.set_xlabel(f"CPU-hours ({segments[-1]['cpu'] if segments else ''}, {segments[-1]['threads'] if segments else ''} torch thread)")
+    cpus = sorted({s["cpu"] for s in segments})
+    ax.set_xlabel(f"CPU-hours ({' / '.join(cpus)}: segments.csv says which; 1 torch thread per run)")
     ax.set_ylabel("validation NLL (nats per image)")
     ax.set_title("binarized MNIST (fixed binarization): validation NLL against CPU time")
     ax.grid(alpha=0.3)
