@@ -13,6 +13,7 @@ from autoreg.likelihoods import choose
 IMAGE_SHAPES = {"mnist": (1, 28, 28), "binarized_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}  # data.dataset -> (C, H, W)
 DATASETS = tuple(IMAGE_SHAPES)
 SOURCES = ("auto", "download", "bundled")
+SPLITS = ("train", "val", "test")  # the datamodule's splits: split= of compress.py and score.py
 # auto (autoreg.trainer_config) and Lightning's precision names
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "transformer-engine",
               "transformer-engine-float16", 16, 32, 64, "16", "32", "64", "bf16")

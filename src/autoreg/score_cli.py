@@ -27,11 +27,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from autoreg.checks import check_choice, check_int, require_int
+from autoreg.config import SPLITS
 from autoreg.errors import ConfigError, DataError, OutputError, UserError, exit_with_one_line
 
 log = logging.getLogger("autoreg")
 
-SPLITS = ("train", "val", "test")
 QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 GRID_COLUMNS = 4  # image/heatmap pairs per row of the PNG
 HEATMAP = "inferno"

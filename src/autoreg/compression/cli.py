@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 
 from autoreg.checks import check_choice, check_int
+from autoreg.config import SPLITS
 from autoreg.compression.coder import compress, decompress
 from autoreg.compression.format import DEVICES, HEADER_BYTES, CompressedFileError
 from autoreg.compression.images import input_paths, png_bytes, read_pngs, split_images
@@ -18,7 +19,6 @@ from autoreg.sampling import METHODS, resolve_method
 
 log = logging.getLogger("autoreg")
 
-SPLITS = ("train", "val", "test")
 
 
 def compress_task(cfg: DictConfig) -> Path:
