@@ -24,13 +24,14 @@ PAPER = {"paper_mnist_pixelcnn": ("81.30", "PixelRNN paper (arXiv 1601.06759), t
          "paper_mnist_row_lstm": ("80.54", "PixelRNN paper, table 4"),
          "paper_mnist_diagonal_bilstm": ("79.20", "PixelRNN paper, table 4"),
          "paper_mnist_gated_pixelcnn": ("none", "on this benchmark (pytorch-generative's 81.50 is dynamically binarized MNIST)"),
-         "paper_mnist_pixelcnn_pp": ("none", "on this benchmark (the PixelCNN++ paper reports CIFAR-10 only)")}
+         "paper_mnist_pixelcnn_pp": ("none", "on this benchmark (the PixelCNN++ paper reports CIFAR-10 only)"),
+         "paper_mnist_pixelsnail": ("none", "on this benchmark (pytorch-generative's 78.61 is dynamically binarized MNIST)")}
 TRAIN_IMAGES = 50000
 
 
 def cpu_hours_at(segments: list[dict], steps: list[int]) -> list[float]:
     """CPU-hours spent when each of `steps` was reached."""
-    points, cpu, step = [(0, 0.0)], 0.0, 0
+    points, cpu = [(0, 0.0)], 0.0
     for row in segments:
         cpu += int(row["cpu_s"]) / 3600
         points.append((int(row["step"]), cpu))
@@ -113,7 +114,7 @@ def main() -> None:
                     f"{last['global_step'] * batch / TRAIN_IMAGES:.1f} | {cpu:.2f} | {min(vals) if vals else math.nan:.2f} | {state} | "
                     f"`{own[-1]['args'].split(' (')[0] if own else ''}` |")
     cpus = sorted({s["cpu"] for s in segments})
-    ax.set_xlabel(f"CPU-hours ({' / '.join(cpus)}: segments.csv says which; 1 torch thread per run)")
+    ax.set_xlabel(f"CPU-hours, 1 torch thread per run ({' / '.join(cpus)}; segments.csv says which)", fontsize=8)
     ax.set_ylabel("validation NLL (nats per image)")
     ax.set_title("binarized MNIST (fixed binarization): validation NLL against CPU time")
     ax.grid(alpha=0.3)

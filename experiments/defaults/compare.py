@@ -1,12 +1,15 @@
-"""Which PixelCNN should `python train.py` train? Lowest validation NLL per CPU-minute (PixelCNN and Gated PixelCNN).
+"""Which defaults should a family train with? Lowest validation NLL per CPU-minute.
 
-Every candidate gets the same CPU budget on the offline MNIST data: its training throughput is
+Every candidate of a set (`--set`: PixelCNN and Gated PixelCNN, or PixelSNAIL) gets the same CPU
+budget on the same data (`--data`, default the offline MNIST digits): its training throughput is
 measured first (all candidates interleaved in one process, so they share the machine's state),
 then it trains for the number of steps that budget buys at that rate, and is validated on the
 full validation split. Training by steps makes the result independent of other load during
 training; only the throughput measurement needs a quiet machine.
 
     .venv/bin/python experiments/defaults/compare.py --minutes 3
+    .venv/bin/python experiments/defaults/compare.py --set pixelsnail --minutes 4 --val-batches 32 \
+        --data data=binarized_mnist data.root=../shared/data/binarized_mnist
 """
 from __future__ import annotations
 
@@ -33,6 +36,15 @@ CANDIDATES = {
     "gated k5, depth 4, 48 ch": ["model=gated_pixelcnn", "model.depth=4", "model.channels=48", "model.kernel=5"],
     "gated k3, depth 6, 32 ch": ["model=gated_pixelcnn", "model.depth=6", "model.channels=32", "model.kernel=3"],
 }
+# PixelSNAIL (model=pixelsnail): its default, and one key varied at a time.
+SNAIL = {
+    "snail depth 2, nr_resnet 2, 16 ch, 2 heads (default)": ["model=pixelsnail"],
+    "snail depth 1, nr_resnet 2, 16 ch": ["model=pixelsnail", "model.depth=1"],
+    "snail depth 4, nr_resnet 2, 16 ch": ["model=pixelsnail", "model.depth=4"],
+    "snail depth 2, nr_resnet 1, 32 ch": ["model=pixelsnail", "model.nr_resnet=1", "model.channels=32", "model.key_channels=32", "model.value_channels=32"],
+    "snail depth 2, nr_resnet 2, 16 ch, no u stream": ["model=pixelsnail", "model.u_stream=false"],
+}
+SETS = {"pixelcnn": CANDIDATES, "pixelsnail": SNAIL}
 
 
 def config(overrides: list[str], output_dir: Path):
@@ -40,7 +52,7 @@ def config(overrides: list[str], output_dir: Path):
         return compose("train", overrides=overrides + [f"paths.output_dir={output_dir}"])
 
 
-def throughput(candidates: dict[str, list[str]], windows: int, steps: int) -> dict[str, float]:
+def throughput(candidates: dict[str, list[str]], data: list[str], windows: int, steps: int) -> dict[str, float]:
     """Training images/s of each candidate: median over `windows` rounds, candidates interleaved,
     at the precision training will use (`trainer.precision=auto` resolved on this machine)."""
     from autoreg.build import build
@@ -48,7 +60,7 @@ def throughput(candidates: dict[str, list[str]], windows: int, steps: int) -> di
 
     setups = {}
     for name, overrides in candidates.items():
-        cfg = config(overrides + ["data.source=bundled"], Path("unused"))
+        cfg = config(overrides + data, Path("unused"))
         torch.manual_seed(0)
         module, dm = build(cfg)
         dm.setup("fit")
@@ -80,30 +92,37 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0, help="CPU budget per candidate")
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "defaults")
+    parser.add_argument("--set", choices=sorted(SETS), default="pixelcnn", help="the candidates")
+    parser.add_argument("--data", nargs="+", default=["data.source=bundled"], metavar="OVERRIDE", help="the data, as train.py overrides")
+    parser.add_argument("--val-batches", type=int, default=None, help="validate on the first N batches only (default: the whole split)")
     parser.add_argument("--only", nargs="+", default=None, metavar="TEXT", help="candidates whose name contains TEXT")
     args = parser.parse_args()
-    candidates = {k: v for k, v in CANDIDATES.items() if not args.only or any(t in k for t in args.only)}
+    candidates = {k: v for k, v in SETS[args.set].items() if not args.only or any(t in k for t in args.only)}
 
-    rates = throughput(candidates, args.windows, steps=3)
+    rates = throughput(candidates, args.data, args.windows, steps=3)
     print("measured train img/s:", {name: round(rate) for name, rate in rates.items()}, flush=True)
     rows = []
     for i, (name, overrides) in enumerate(candidates.items()):
-        cfg0 = config(overrides, args.out)
+        cfg0 = config(overrides + args.data, args.out)
         steps = max(1, int(args.minutes * 60 * rates[name] / cfg0.data.batch_size))
         run = [
-            "data.source=bundled", f"trainer.max_steps={steps}", "trainer.max_epochs=-1",
+            *args.data, f"trainer.max_steps={steps}", "trainer.max_epochs=-1",
             "trainer.check_val_every_n_epoch=100000", "trainer.num_sanity_val_steps=0",
             "callbacks.samples.num=0", "callbacks.progress_bar.refresh_rate=0", "~callbacks.checkpoint",
+            "~callbacks.final_validation", "~callbacks.receptive_field", "~callbacks.sample_quality",
         ]
+        if args.val_batches:
+            run.append(f"trainer.limit_val_batches={args.val_batches}")
         cfg = config(overrides + run, args.out / str(i))
         metrics, objects = train(cfg)
         val = objects["trainer"].validate(objects["module"], datamodule=objects["datamodule"], verbose=False)[0]
         rows.append((name, metrics["params"], rates[name], steps, val["val/nll"], val["val/bpd"]))
         print("done:", rows[-1], flush=True)
 
+    val = f"the first {args.val_batches} validation batches" if args.val_batches else "the whole validation split"
     print(f"\nBudget: {args.minutes:g} CPU minutes per candidate at its measured rate "
-          f"(torch {torch.__version__}, {torch.get_num_threads()} threads, trainer.precision=auto), offline MNIST "
-          "(bundled), batch 64.\n")
+          f"(torch {torch.__version__}, {torch.get_num_threads()} threads, trainer.precision=auto), data {' '.join(args.data)}, "
+          f"batch {cfg0.data.batch_size}; val NLL on {val}.\n")
     print("| candidate | params | train img/s | steps in budget | val nll (nats) | val bpd |")
     print("|---|---|---|---|---|---|")
     for name, params, rate, steps, nll, bpd in rows:
