@@ -4,11 +4,11 @@ Every candidate of a set (`--set`: PixelCNN and Gated PixelCNN, or PixelSNAIL) g
 budget on the same data (`--data`, default the offline MNIST digits): its training throughput is
 measured first (all candidates interleaved in one process, so they share the machine's state),
 then it trains for the number of steps that budget buys at that rate, and is validated on the
-full validation split. Training by steps makes the result independent of other load during
+validation split (its first `--val-batches` batches, where given). Training by steps makes the result independent of other load during
 training; only the throughput measurement needs a quiet machine.
 
     .venv/bin/python experiments/defaults/compare.py --minutes 3
-    .venv/bin/python experiments/defaults/compare.py --set pixelsnail --minutes 4 --val-batches 32 \
+    .venv/bin/python experiments/defaults/compare.py --set pixelsnail --minutes 5 --windows 3 --val-batches 8 \
         --data data=binarized_mnist data.root=../shared/data/binarized_mnist
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ CANDIDATES = {
 }
 # PixelSNAIL (model=pixelsnail): its default, and one key varied at a time.
 SNAIL = {
-    "snail depth 2, nr_resnet 2, 16 ch, 2 heads (default)": ["model=pixelsnail"],
+    "snail depth 2, nr_resnet 2, 16 ch, 2 heads (default)": ["model=pixelsnail", "model.depth=2", "model.nr_resnet=2", "model.channels=16", "model.heads=2"],
     "snail depth 1, nr_resnet 2, 16 ch": ["model=pixelsnail", "model.depth=1"],
     "snail depth 4, nr_resnet 2, 16 ch": ["model=pixelsnail", "model.depth=4"],
     "snail depth 2, nr_resnet 1, 32 ch": ["model=pixelsnail", "model.nr_resnet=1", "model.channels=32", "model.key_channels=32", "model.value_channels=32"],

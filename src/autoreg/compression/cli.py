@@ -20,7 +20,6 @@ from autoreg.sampling import METHODS, resolve_method
 log = logging.getLogger("autoreg")
 
 
-
 def compress_task(cfg: DictConfig) -> Path:
     """compress.py: `input=`/`split=` -> `out=` (a file), or `decompress=` -> `out=` (a directory)."""
     if not cfg.ckpt:
