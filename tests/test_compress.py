@@ -83,7 +83,7 @@ def test_naive_and_fast_paths_both_round_trip():
 
 
 @pytest.mark.parametrize("shape,bits,overrides,classes", [
-    ((3, 5, 4), 8, ["model.nr_logistic_mix=2"], None),
+    ((3, 5, 4), 8, ["model/likelihood=logistic_mixture", "model.likelihood.nr_logistic_mix=2"], None),
     ((1, 5, 6), 1, ["model.conditional=true"], 10),
 ])
 def test_pixelcnn_pp_fast_path_writes_the_naive_file(shape, bits, overrides, classes):
@@ -121,7 +121,7 @@ def test_a_head_that_couples_channels_plugs_in():
     """A head that draws whole pixels (`joint`: one step per pixel, each channel's table given the
     pixel's earlier channels), PixelCNN++'s logistic mixture, codes through the same loop."""
     shape = (3, 4, 4)
-    module = tiny_module(shape, 8, "model=pixelcnn_pp", "model.nr_resnet=1", "model.channels=8", "model.nr_logistic_mix=2")
+    module = tiny_module(shape, 8, "model=pixelcnn_pp", "model.nr_resnet=1", "model.channels=8", "model/likelihood=logistic_mixture", "model.likelihood.nr_logistic_mix=2")
     assert module.net.distribution.joint
     images = random_images(2, shape, 256)
     data, stats = compress(module, images, batch_size=1)

@@ -245,7 +245,7 @@ def test_a_new_family_is_its_declaration_and_its_network_file(throwaway_family, 
     assert throwaway_family in names()
     tiny = [o for o in TINY if not o.startswith("model.")]
     cfg = compose_train([f"model={throwaway_family}", *tiny, "trainer.max_steps=2"], output_dir=tmp_path / "run")
-    assert cfg.model.channels == 4 and cfg.model.likelihood == "auto"  # the declaration's defaults, served by Hydra
+    assert cfg.model.channels == 4 and cfg.model.likelihood == {"name": "auto"}  # the declaration's defaults, served by Hydra
     with pytest.raises(ConfigError, match=r"model.channels=0 is invalid"):
         validate(compose_train([f"model={throwaway_family}", "model.channels=0"]))
     metrics, objects = train(cfg)

@@ -10,7 +10,7 @@ import torch
 
 from autoreg.distributions import DiscretizedLogisticMixture
 from autoreg.errors import ConfigError
-from autoreg.likelihoods import choose, distribution_for
+from autoreg.likelihoods import as_node, choose, distribution_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -272,22 +272,42 @@ def test_samples_are_finite_for_extreme_noise_and_parameters():
 
 def test_likelihood_choice_is_checked_against_family_and_bits():
     heads = ("logistic_mixture", "bernoulli", "categorical")
-    assert choose({"nr_logistic_mix": 5}, "m", heads, 8) == ("logistic_mixture", {"nr_logistic_mix": 5})
-    assert choose({"likelihood": "auto"}, "m", heads, 1) == ("bernoulli", {})
-    assert choose({"likelihood": "categorical", "nr_logistic_mix": 5}, "m", heads, 8) == ("categorical", {})  # unused here
+    mix = {"name": "logistic_mixture", "nr_logistic_mix": 5}
+    assert choose({"likelihood": mix}, "m", heads, 8) == ("logistic_mixture", {"nr_logistic_mix": 5})
+    assert choose({"likelihood": {"name": "auto", "nr_logistic_mix": 5}}, "m", heads, 8) == ("logistic_mixture", {"nr_logistic_mix": 5})
+    assert choose({"likelihood": {"name": "auto"}}, "m", heads, 1) == ("bernoulli", {})
+    assert choose({}, "m", heads, 1) == ("bernoulli", {})
     for cfg, heads_, bits, message in [
-        ({"likelihood": "logistic_mixture"}, heads, 1, "model.likelihood=logistic_mixture models 8-bit data, but data.bits=1"),
-        ({"likelihood": "logistic_mixture"}, ("bernoulli", "categorical"), 8,
-         "model.likelihood=logistic_mixture is not a likelihood of model=m; choose one of: auto, bernoulli, categorical"),
-        ({"likelihood": "softmax"}, heads, 8, "model.likelihood=softmax is not a likelihood of model=m"),
+        ({"likelihood": {"name": "logistic_mixture"}}, heads, 1, "model/likelihood=logistic_mixture models 8-bit data, but data.bits=1"),
+        ({"likelihood": {"name": "logistic_mixture"}}, ("bernoulli", "categorical"), 8,
+         "model/likelihood=logistic_mixture is not a likelihood of model=m; choose one of: auto, bernoulli, categorical"),
+        ({"likelihood": {"name": "softmax"}}, heads, 8, "model/likelihood=softmax is not a likelihood of model=m"),
         ({}, ("logistic_mixture",), 1, "model=m cannot model 1-bit data"),
-        ({"likelihood": "categorical", "nr_logistic_mix": 5}, ("bernoulli", "categorical"), 8,
-         "model.nr_logistic_mix is an option of another likelihood, not of model=m's"),
-        ({"nr_logistic_mix": 0}, heads, 8, "model.nr_logistic_mix=0 is invalid"),
+        ({"likelihood": {"name": "categorical", "nr_logistic_mix": 5}}, heads, 8,
+         r"model.likelihood.nr_logistic_mix is not an option of the categorical likelihood \(its options: none\)"),
+        ({"likelihood": {"name": "auto", "nr_logistic_mix": 5}}, heads, 1, "model.likelihood.nr_logistic_mix is not an option of the bernoulli"),
+        ({"likelihood": {**mix, "nr_logistic_mix": 0}}, heads, 8, "model.likelihood.nr_logistic_mix=0 is invalid"),
+        ({"likelihood": "bernoulli"}, heads, 1, "model.likelihood=bernoulli: the head is chosen as a config group; write model/likelihood=bernoulli"),
     ]:
         with pytest.raises(ConfigError, match=message) as err:
             choose(cfg, "m", heads_, bits)
         assert "\n" not in str(err.value)
+
+
+def test_a_config_of_an_older_release_reads_with_the_head_as_its_node():
+    """Checkpoints and shipped models written when `model.likelihood` was a head's name, its
+    options flat model keys, read as composing the config gives it now (so they resume and load)."""
+    heads = ("logistic_mixture", "bernoulli", "categorical")
+    old = {"name": "m", "depth": 2, "likelihood": "bernoulli", "nr_logistic_mix": 10}
+    assert as_node(old, heads, 1) == {"name": "m", "depth": 2, "likelihood": {"name": "bernoulli"}}
+    assert as_node({**old, "likelihood": "logistic_mixture", "nr_logistic_mix": 3}, heads, 8)["likelihood"] == {
+        "name": "logistic_mixture", "nr_logistic_mix": 3}
+    assert as_node({**old, "likelihood": "logistic_mixture"}, heads, 8)["likelihood"] == {"name": "logistic_mixture", "nr_logistic_mix": 10}
+    assert as_node({**old, "likelihood": "auto"}, heads, 8)["likelihood"] == {"name": "auto"}  # the default: as auto composes
+    assert as_node({**old, "likelihood": "auto", "nr_logistic_mix": 3}, heads, 8)["likelihood"] == {"name": "auto", "nr_logistic_mix": 3}
+    assert as_node({**old, "likelihood": "auto", "nr_logistic_mix": 3}, heads, 1)["likelihood"] == {"name": "auto"}  # unused on 1-bit data
+    current = {"name": "m", "likelihood": {"name": "categorical"}}
+    assert as_node(current, heads, 8) == current
 
 
 def test_distribution_for_keeps_the_defaults():

@@ -102,11 +102,11 @@ def test_forward_shapes_nll_and_every_parameter_learns(shape, head):
 
 
 def test_per_channel_heads_are_refused_for_colour():
-    with pytest.raises(ConfigError, match="model.likelihood=categorical cannot model 3-channel images with model=pixelcnn_pp") as err:
+    with pytest.raises(ConfigError, match="model/likelihood=categorical cannot model 3-channel images with model=pixelcnn_pp") as err:
         build_model({"name": "pixelcnn_pp"}, (3, 8, 8), Categorical(256))
     assert "\n" not in str(err.value)
-    with pytest.raises(ConfigError, match="model.likelihood=categorical cannot model 3-channel images"):  # before any data is read
-        validate(compose_train(["model=pixelcnn_pp", "data=cifar10", "model.likelihood=categorical"]))
+    with pytest.raises(ConfigError, match="model/likelihood=categorical cannot model 3-channel images"):  # before any data is read
+        validate(compose_train(["model=pixelcnn_pp", "data=cifar10", "model/likelihood=categorical"]))
 
 
 def test_naive_sampling_records_the_probabilities_of_its_pixels():
@@ -264,14 +264,14 @@ def test_family_is_found_and_built_from_the_config():
     assert family("pixelcnn_pp").network() is PixelCNNpp
     cfg = compose_train(["model=pixelcnn_pp", "data=cifar10"])
     validate(cfg)
-    assert cfg.model.likelihood == "auto" and cfg.model.nr_logistic_mix == 10
+    assert cfg.model.likelihood == {"name": "auto"}
     from autoreg.build import build_module
 
     module = build_module(cfg)
     assert isinstance(module.net, PixelCNNpp) and module.distribution.name == "logistic_mixture"
     assert module.distribution.nr_logistic_mix == 10 and module.net.out.out_channels == 100  # the paper's 100
     assert build_module(compose_train(["model=pixelcnn_pp"])).distribution.name == "bernoulli"  # binarized MNIST
-    module = build_module(compose_train(["model=pixelcnn_pp", "data=mnist256", "model.nr_logistic_mix=5"]))
+    module = build_module(compose_train(["model=pixelcnn_pp", "data=mnist256", "model/likelihood=logistic_mixture", "model.likelihood.nr_logistic_mix=5"]))
     assert module.net.out.out_channels == 15
     net = build_model({"name": "pixelcnn_pp", "conditional": True}, (3, 8, 8), DiscretizedLogisticMixture(10), num_classes=10)
     assert net.num_classes == 10 and net.label_bias is not None
@@ -283,9 +283,9 @@ def test_family_is_found_and_built_from_the_config():
     (["model.dropout=1.0"], "model.dropout=1.0"),
     (["model.dropout=-0.1"], "model.dropout=-0.1"),
     (["model.dropout=true"], "model.dropout=True"),
-    (["model.nr_logistic_mix=0", "data=mnist256"], "model.nr_logistic_mix=0"),
-    (["model.likelihood=logistic_mixture"], "model.likelihood=logistic_mixture models 8-bit data, but data.bits=1"),
-    (["model.likelihood=softmax", "data=cifar10"], "model.likelihood=softmax is not a likelihood of model=pixelcnn_pp"),
+    (["model/likelihood=logistic_mixture", "model.likelihood.nr_logistic_mix=0", "data=mnist256"], "model.likelihood.nr_logistic_mix=0"),
+    (["model/likelihood=logistic_mixture"], "model/likelihood=logistic_mixture models 8-bit data, but data.bits=1"),
+    (["model.likelihood.name=softmax", "data=cifar10"], "model/likelihood=softmax is not a likelihood of model=pixelcnn_pp"),
 ])
 def test_config_errors_are_one_line(overrides, named):
     with pytest.raises(ConfigError) as err:
@@ -294,12 +294,12 @@ def test_config_errors_are_one_line(overrides, named):
 
 
 def test_other_families_refuse_the_mixture_in_one_line():
-    with pytest.raises(ConfigError, match="model.likelihood=logistic_mixture is not a likelihood of model=pixelcnn; "
+    with pytest.raises(ConfigError, match="model/likelihood=logistic_mixture is not a likelihood of model=pixelcnn; "
                                           "choose one of: auto, bernoulli, categorical") as err:
-        validate(compose_train(["data=cifar10", "model.likelihood=logistic_mixture"]))
+        validate(compose_train(["data=cifar10", "model/likelihood=logistic_mixture"]))
     assert "\n" not in str(err.value)
-    with pytest.raises(ConfigError, match="model.nr_logistic_mix is an option of another likelihood"):
-        validate(compose_train(["data=cifar10", "+model.nr_logistic_mix=5"]))
+    with pytest.raises(ConfigError, match="model.likelihood.nr_logistic_mix is not an option of the categorical likelihood"):
+        validate(compose_train(["data=cifar10", "+model.likelihood.nr_logistic_mix=5"]))
 
 
 def test_check_accepts_the_defaults_and_the_paper():

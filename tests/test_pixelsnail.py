@@ -212,7 +212,7 @@ def test_naive_sampling_records_the_probabilities_of_its_pixels(shape, head):
 
 @pytest.mark.parametrize("shape,bits,overrides,classes", [
     ((1, 5, 4), 1, [], None),
-    ((3, 3, 3), 8, ["model.nr_logistic_mix=2"], None),
+    ((3, 3, 3), 8, ["model/likelihood=logistic_mixture", "model.likelihood.nr_logistic_mix=2"], None),
     ((1, 5, 6), 1, ["model.conditional=true", "model.u_stream=false"], 10),
 ])
 def test_compression_round_trips(shape, bits, overrides, classes):
@@ -335,8 +335,8 @@ def test_dropout_is_active_in_training_only():
     (["model.dropout=1.0"], "model.dropout=1.0 is invalid"),
     (["model.dropout=true"], "model.dropout=True is invalid"),
     (["model.u_stream=maybe"], "model.u_stream=maybe is invalid: it must be true or false"),
-    (["data=cifar10", "model.likelihood=categorical"], "model.likelihood=categorical cannot model 3-channel images with model=pixelsnail"),
-    (["model.likelihood=logistic_mixture"], "model.likelihood=logistic_mixture models 8-bit data, but data.bits=1"),
+    (["data=cifar10", "model/likelihood=categorical"], "model/likelihood=categorical cannot model 3-channel images with model=pixelsnail"),
+    (["model/likelihood=logistic_mixture"], "model/likelihood=logistic_mixture models 8-bit data, but data.bits=1"),
     (["+model.kernel=3"], "model.kernel is not an option of model=pixelsnail"),
 ])
 def test_config_errors_are_one_line(overrides, named):

@@ -148,6 +148,27 @@ def test_resume_with_another_config_names_the_difference(uninterrupted, tmp_path
     assert "model.depth=2 (was 1)" in message and "seed=3 (was 0)" in message and "\n" not in message
 
 
+def test_a_run_of_an_older_release_resumes_and_loads(uninterrupted, tmp_path):
+    """A checkpoint written when `model.likelihood` was the head's name (autoreg.likelihoods.as_node)
+    resumes under today's config, and loads with the same head and weights."""
+    import shutil
+
+    ref_dir, _ = uninterrupted
+    run_dir = tmp_path / "run"
+    shutil.copytree(ref_dir, run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = load_checkpoint(last)
+    assert ckpt["hyper_parameters"]["model"]["likelihood"] == {"name": "auto"}
+    ckpt["hyper_parameters"]["model"]["likelihood"] = "auto"  # the older form
+    torch.save(ckpt, last)
+    module = AutoregressiveModule.from_checkpoint(str(last))
+    assert module.distribution.name == "bernoulli" and module.hparams["model"]["likelihood"] == {"name": "auto"}
+    assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in module.state_dict().items())
+    metrics, _ = train(compose_train([*RUN, "trainer.max_epochs=3", f"resume={run_dir}"], run_dir))
+    assert metrics["global_step"] == 30
+    assert load_checkpoint(last)["hyper_parameters"]["model"]["likelihood"] == {"name": "auto"}  # saved in today's form
+
+
 def test_resume_dir_without_checkpoint_is_one_line_and_makes_no_dir(tmp_path):
     missing = tmp_path / "no_such_run"
     line = one_line_error(cli([*RUN, f"resume={missing}"], tmp_path))

@@ -67,7 +67,7 @@ def test_per_image_nlls_average_to_the_test_nll_the_module_reports(run, tmp_path
 def test_a_heatmap_sums_to_its_images_nll(head):
     shape, bits, family = ((1, 5, 4), 1, FAMILIES["pixelcnn"]) if head == "bernoulli" else ((3, 4, 4), 8, FAMILIES["pixelcnn"])
     if head == "logistic_mixture":
-        family = ["model=pixelcnn_pp", "model.nr_resnet=1", "model.nr_logistic_mix=2"]
+        family = ["model=pixelcnn_pp", "model.nr_resnet=1", "model/likelihood=logistic_mixture", "model.likelihood.nr_logistic_mix=2"]
     model = Model(tiny_module(shape, bits, *family, "model.channels=6"))
     images = random_images(5, shape, 2**bits)
     heat = model.nll_map(images, batch_size=2)

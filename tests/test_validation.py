@@ -25,6 +25,7 @@ BAD = [
     ("data.binarize=otsu", "data.binarize=otsu"),
     ("data.batch_size=0", "data.batch_size=0"),
     ("optim.lr=-1", "optim.lr=-1"),
+    ("model.likelihood=bernoulli", "model.likelihood=bernoulli: the head is chosen as a config group; write model/likelihood=bernoulli"),
 ]
 
 
@@ -99,12 +100,20 @@ def test_group_options_of_a_sweep_and_presets_are_checked():
         _check_group_options(["-m", "model=pixelcnn,transformer"], conf)
     with pytest.raises(ConfigError, match=r"experiment=kernel_sweeep .*did you mean kernel_sweep\?"):
         _check_group_options(["+experiment=kernel_sweeep"], conf)
+    _check_group_options(["model/likelihood=bernoulli", "-m", "model/likelihood=auto,categorical"], conf)
+    with pytest.raises(ConfigError, match=r"model/likelihood=softmax is not an option of the config group 'model/likelihood'; "
+                                          r"choose one of: auto, bernoulli, categorical, logistic_mixture$"):
+        _check_group_options(["model/likelihood=softmax"], conf)
+    with pytest.raises(ConfigError, match=r"model=likelihood is not an option"):  # the head's group is not a family
+        _check_group_options(["model=likelihood"], conf)
 
 
 @pytest.mark.parametrize("config,argv,line", [
     ("train", ["model.kernal=5"], "model.kernal is not a key of conf/train.yaml (or its groups): check the spelling (+model.kernal=... adds a new key)"),
     ("quality", ["ckpt=x.ckpt", "nmu=4"], "nmu is not a key of conf/quality.yaml (or its groups): check the spelling (+nmu=... adds a new key)"),
     ("sample", ["ckpt=x.ckpt", "num=[4"], "no viable alternative at input '[4'."),
+    ("train", ["model=pixelcnn_pp", "model.nr_logistic_mix=5"],
+     "model.nr_logistic_mix is an option of the logistic_mixture likelihood: write model/likelihood=logistic_mixture model.likelihood.nr_logistic_mix=5"),
 ])
 def test_a_key_the_config_does_not_have_is_one_line_before_hydra(config, argv, line, capsys):
     from autoreg.apps import check_overrides

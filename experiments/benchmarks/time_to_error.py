@@ -26,8 +26,8 @@ ROWS = {
     "train.py model=pixelrnnn (a group option)": ["train.py", "model=pixelrnnn"],
     "train.py model=gated_pixelcnn data=cifar10 model.channels=16 (channels per colour)":
         ["train.py", "model=gated_pixelcnn", "data=cifar10", "model.channels=16"],
-    "train.py model=pixelcnn_pp data=cifar10 model.likelihood=categorical (a head on RGB)":
-        ["train.py", "model=pixelcnn_pp", "data=cifar10", "model.likelihood=categorical"],
+    "train.py model=pixelcnn_pp data=cifar10 model/likelihood=categorical (a head on RGB)":
+        ["train.py", "model=pixelcnn_pp", "data=cifar10", "model/likelihood=categorical"],
     "train.py model.kernal=5 (a key the config does not have)": ["train.py", "model.kernal=5"],
     "baseline: python -c 'import torch'": ["-c", "import torch"],
     "baseline: python -c 'import pytorch_lightning'": ["-c", "import pytorch_lightning"],

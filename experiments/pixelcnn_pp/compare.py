@@ -28,13 +28,13 @@ from autoreg.cli import train  # noqa: E402
 DATA = ["data=mnist256", "data.source=bundled", "trainer.precision=32-true"]
 CANDIDATES = {  # each pins the keys that define it (the defaults change over time)
     "PixelCNN, 256-way softmax (residual 7x7, depth 2, 64 ch)":
-        ["model=pixelcnn", "model.depth=2", "model.channels=64", "model.kernel=7", "model.likelihood=categorical"],
+        ["model=pixelcnn", "model.depth=2", "model.channels=64", "model.kernel=7", "model/likelihood=categorical"],
     "PixelCNN++, mixture of 10 logistics (nr_resnet 1, 32 ch)":
         ["model=pixelcnn_pp", "model.nr_resnet=1", "model.channels=32", "model.dropout=0.0",
-         "model.likelihood=logistic_mixture", "model.nr_logistic_mix=10"],
+         "model/likelihood=logistic_mixture", "model.likelihood.nr_logistic_mix=10"],
     "PixelCNN++, mixture of 10 logistics (nr_resnet 2, 32 ch: the default)":
         ["model=pixelcnn_pp", "model.nr_resnet=2", "model.channels=32", "model.dropout=0.0",
-         "model.likelihood=logistic_mixture", "model.nr_logistic_mix=10"],
+         "model/likelihood=logistic_mixture", "model.likelihood.nr_logistic_mix=10"],
 }
 
 

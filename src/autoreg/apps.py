@@ -18,6 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from autoreg.likelihoods import HEADS
 from autoreg.preflight import check_group_options
 from autoreg.resolvers import register_resolvers
 
@@ -66,6 +67,12 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
         if unknown and "not in struct" in text:
             key = unknown.group(1)
             message = f"{key} is not a key of conf/{config_name}.yaml (or its groups): check the spelling (+{key}=... adds a new key)"
+            heads = [name for name, head in HEADS.items() if key.removeprefix("model.") in head.options]
+            if key.startswith("model.") and heads:  # a head's option given as a model key
+                value = next(arg.partition("=")[2] for arg in argv if arg.lstrip("+").startswith(f"{key}="))
+                option = key.removeprefix("model.")
+                message = (f"{key} is an option of the {heads[0]} likelihood: write "
+                           f"model/likelihood={heads[0]} model.likelihood.{option}={value}")
         else:
             message = " ".join(line.strip().rstrip(".") + "." for line in text.splitlines()[:2] if line.strip())
         exit_with_one_line(ConfigError(message))

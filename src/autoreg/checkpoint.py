@@ -38,6 +38,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from autoreg import pretrained
 from autoreg.compat import ResumableModelCheckpoint, checkpoint_logged_step, request_stop
 from autoreg.errors import CheckpointError, ConfigError, OutputError, first_line
+from autoreg.families import current_config
 from autoreg.run_dirs import LAST, run_dir_checkpoint
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,8 @@ def check_same_run(cfg: DictConfig, ckpt: dict[str, Any], path: Path, key: str) 
     for name in RUN_IDENTITY:
         group, _, field = name.partition(".")
         old, new = hparams.get(group) or {}, OmegaConf.to_container(cfg[group], resolve=True)
+        if group == "model" and old:  # as an older release wrote it, if it did
+            old = current_config(old, hparams.get("bits", cfg.data.bits))
         for f in [field] if field else sorted(set(old) | set(new)):
             if f in old and f not in RUN_IDENTITY_EXEMPT and old[f] != new.get(f):  # keys the old run lacked are new options
                 diffs.append(f"{group}.{f}={new.get(f)} (was {old[f]})")
@@ -341,7 +344,7 @@ def export_pretrained(ckpt: dict[str, Any], name: str, record: dict[str, Any], d
     hp = ckpt["hyper_parameters"]
     entries_file = Path(directory) / "manifest.json"
     entries = json.loads(entries_file.read_text()) if entries_file.is_file() else {}
-    entries[name] = {"file": path.name, "format": pretrained.FORMAT, "family": hp["model"]["name"], "model": hp["model"],
+    entries[name] = {"file": path.name, "format": pretrained.FORMAT, "family": hp["model"]["name"], "model": current_config(hp["model"], hp["bits"]),
                      "data": hp["data"]["name"], "params": int(sum(v.numel() for v in state.values())),
                      "bytes": path.stat().st_size, **record}
     entries_file.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")

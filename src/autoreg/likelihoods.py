@@ -1,12 +1,13 @@
 """The likelihood heads' registry: which data each models, how it draws, its options, and the
 class that implements it (autoreg.distributions, imported only to build a head).
 
-torch-free, so the config check answers a bad `model.likelihood` before torch is imported.
+torch-free, so the config check answers a bad head before torch is imported. `model.likelihood`
+is a node (name + options) chosen from the config group `model/likelihood` (`configs`):
 
-    model.likelihood=auto               # the family's first head that models the data's bits
-    model.likelihood=bernoulli          # 1-bit data (binarized MNIST)
-    model.likelihood=categorical        # 8-bit data: a 256-way softmax per sub-pixel
-    model.likelihood=logistic_mixture   # 8-bit data: PixelCNN++'s mixture, model.nr_logistic_mix components
+    model/likelihood=auto               # the family's first head that models the data's bits
+    model/likelihood=bernoulli          # 1-bit data (binarized MNIST)
+    model/likelihood=categorical        # 8-bit data: a 256-way softmax per sub-pixel
+    model/likelihood=logistic_mixture   # 8-bit data: PixelCNN++'s mixture, model.likelihood.nr_logistic_mix components
 
 A new head is one class in autoreg.distributions and one entry in `HEADS`.
 """
@@ -39,11 +40,21 @@ DEFAULT_FOR_BITS: dict[int, str] = {1: "bernoulli", 8: "categorical"}  # when no
 OPTION_KEYS: tuple[str, ...] = tuple(sorted({key for head in HEADS.values() for key in head.options}))
 
 
+def configs() -> dict[str, dict[str, Any]]:
+    """The config group `model/likelihood`: `auto` (no options: the registry's defaults) and each
+    head with its options' defaults."""
+    return {"auto": {"name": "auto"}, **{name: {"name": name, **head.options} for name, head in HEADS.items()}}
+
+
 def choose(model_cfg: Mapping[str, Any], family: str, likelihoods: tuple[str, ...], bits: int) -> tuple[str, dict[str, Any]]:
     """(head name, its options) for a model config of `family` (which can output `likelihoods`) on
-    `bits`-bit data: `model.likelihood` (`auto` or absent: the family's first head for such data),
-    with its options from the model config. Anything that cannot work is one line naming the key."""
-    name = model_cfg.get("likelihood") or "auto"
+    `bits`-bit data: `model.likelihood`'s name (`auto` or absent: the family's first head for such
+    data) and its options. Anything that cannot work is one line naming the key."""
+    node = model_cfg.get("likelihood") or {"name": "auto"}
+    if not isinstance(node, Mapping):  # `model.likelihood=<name>`, a string where the node belongs
+        raise ConfigError(f"model.likelihood={node}: the head is chosen as a config group; write model/likelihood={node} "
+                          "(and its options as model.likelihood.<option>=...)")
+    name = node.get("name") or "auto"
     fits = [n for n in likelihoods if HEADS[n].bits == bits]
     if name == "auto":
         if not fits:
@@ -53,21 +64,41 @@ def choose(model_cfg: Mapping[str, Any], family: str, likelihoods: tuple[str, ..
             )
         name = fits[0]
     elif name not in likelihoods:
-        raise ConfigError(f"model.likelihood={name} is not a likelihood of model={family}; choose one of: auto, {', '.join(likelihoods)}")
+        raise ConfigError(f"model/likelihood={name} is not a likelihood of model={family}; choose one of: auto, {', '.join(likelihoods)}")
     elif HEADS[name].bits != bits:
         raise ConfigError(
-            f"model.likelihood={name} models {HEADS[name].bits}-bit data, but data.bits={bits}; "
-            + (f"for {bits}-bit data model={family} takes model.likelihood=auto, {', '.join(fits)}" if fits
+            f"model/likelihood={name} models {HEADS[name].bits}-bit data, but data.bits={bits}; "
+            + (f"for {bits}-bit data model={family} takes model/likelihood=auto, {', '.join(fits)}" if fits
                else f"model={family} has no likelihood for {bits}-bit data")
         )
-    # an option none of the family's heads takes is a mistake; one of another of its heads waits unused
-    stray = [key for key in OPTION_KEYS if key in model_cfg and not any(key in HEADS[n].options for n in likelihoods)]
+    options = {key: value for key, value in node.items() if key != "name"}
+    stray = sorted(set(options) - set(HEADS[name].options))
     if stray:
-        raise ConfigError(f"model.{stray[0]} is an option of another likelihood, not of model={family}'s ({', '.join(likelihoods)}); remove it")
-    options = {key: model_cfg[key] for key in HEADS[name].options if key in model_cfg}
+        takes = ", ".join(HEADS[name].options) or "none"
+        raise ConfigError(f"model.likelihood.{stray[0]} is not an option of the {name} likelihood (its options: {takes}); remove it")
     for key, value in options.items():
-        require_int(f"model.{key}", value)
+        require_int(f"model.likelihood.{key}", value)
     return name, options
+
+
+def as_node(model_cfg: Mapping[str, Any], likelihoods: tuple[str, ...], bits: int) -> dict[str, Any]:
+    """`model_cfg` with `likelihood` as its node, as composing the config gives it today. A
+    checkpoint written when the head was a name (`likelihood: bernoulli`) with its options as flat
+    model keys (`nr_logistic_mix: 10`) reads as `likelihood: {name: bernoulli}`, so older runs
+    resume and older shipped models load; a config already in this form is returned as it is."""
+    model = dict(model_cfg)
+    if isinstance(model.get("likelihood"), Mapping):
+        return model
+    name = model.pop("likelihood", None) or "auto"
+    flat = {key: model.pop(key) for key in OPTION_KEYS if key in model}
+    head = name if name != "auto" else next((n for n in likelihoods if HEADS[n].bits == bits), None)
+    taken = HEADS[head].options if head in HEADS else {}
+    if name == "auto":  # the auto node carries only what differs from the registry's defaults
+        options = {key: value for key, value in flat.items() if key in taken and value != taken[key]}
+    else:
+        options = {**taken, **{key: value for key, value in flat.items() if key in taken}}
+    model["likelihood"] = {"name": name, **options}
+    return model
 
 
 def distribution_for(bits: int, likelihood: str | None = None, **options):

@@ -28,7 +28,7 @@ import torch
 from autoreg.checkpoint import load_checkpoint, rng_state, set_rng_state
 from autoreg.distributions import bits_per_dim
 from autoreg.errors import CheckpointError, TrainingDivergedError
-from autoreg.families import build_model, distribution_from_config
+from autoreg.families import build_model, current_config, distribution_from_config
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ class AutoregressiveModule(pl.LightningModule):
         config key that named the file, for the error message."""
         ckpt = load_checkpoint(path, map_location=map_location, key=key)
         try:
-            module = cls(**ckpt["hyper_parameters"])
+            hparams = ckpt["hyper_parameters"]
+            module = cls(**{**hparams, "model": current_config(hparams["model"], hparams["bits"])})
             keys = module.load_state_dict(ckpt["state_dict"], strict=False)
         except (TypeError, KeyError, ValueError, RuntimeError) as err:
             lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]

@@ -81,6 +81,6 @@ def _stored_options(group: str) -> list[str]:
     from hydra.core.config_store import ConfigStore
 
     try:
-        return [name.removesuffix(".yaml") for name in ConfigStore.instance().list(group)]
+        return [name.removesuffix(".yaml") for name in ConfigStore.instance().list(group) if name.endswith(".yaml")]
     except OSError:  # no such group in the store
         return []

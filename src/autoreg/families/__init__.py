@@ -5,7 +5,7 @@ A family is its declaration here plus its network file in autoreg.models:
 - the declaration is a frozen dataclass subclassing `Family`: its fields are the family's model
   keys with their defaults (the only place defaults live), `NAME` is `model.name`, `NETWORK` the
   dotted path of the network class, `LIKELIHOODS` the heads it can output (autoreg.likelihoods;
-  `model.likelihood=auto` takes the first that models the data's bits), and `check(image_shape,
+  `model/likelihood=auto` takes the first that models the data's bits), and `check(image_shape,
   likelihood)` raises a one-line ConfigError naming `model.<key>` for any value the network cannot
   take on that data with that head;
 - the network class is built as `Network(image_shape, distribution, keys, num_classes=None)`, with
@@ -13,9 +13,9 @@ A family is its declaration here plus its network file in autoreg.models:
   `forward(x, y=None) -> params`; optionally `fast_stepper(batch, device, dtype, y)`, its exact
   cached sampler (autoreg.sampling; without it, sampling is naive only).
 
-Each declaration becomes Hydra's config `model=<NAME>` (`register_configs`, run by `import
-autoreg`). No core file names a family: they are found by scanning this package, and a bad value
-is answered without importing torch.
+Each declaration becomes Hydra's config `model=<NAME>`, and each head `model/likelihood=<head>`
+(`register_configs`, run by `import autoreg`). No core file names a family: they are found by
+scanning this package, and a bad value is answered without importing torch.
 """
 from __future__ import annotations
 
@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from autoreg.checks import require_labels
 from autoreg.errors import ConfigError
-from autoreg.likelihoods import HEADS, OPTION_KEYS, choose, distribution_for
+from autoreg.likelihoods import as_node, choose, configs, distribution_for
 
 if TYPE_CHECKING:
     from torch import nn
 
-# Keys of every model config that are not the network's: the head, torch.compile, conditioning.
-CORE_DEFAULTS: dict[str, Any] = {"likelihood": "auto", "compile": False, "conditional": False}
+# Keys of every model config that are not the network's: torch.compile, conditioning (and the
+# head's node, `likelihood`, from the group model/likelihood).
+CORE_DEFAULTS: dict[str, Any] = {"compile": False, "conditional": False}
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,10 @@ class Family:
 
     @classmethod
     def config(cls) -> dict[str, Any]:
-        """Hydra's `model=<NAME>` node: the name, the declared keys, the head and its options' defaults, the core keys."""
+        """Hydra's `model=<NAME>` node: the name, the declared keys, the core keys, and the head
+        (`model/likelihood=auto` unless chosen)."""
         keys = {f.name: f.default for f in dataclasses.fields(cls)}
-        options = {k: v for head in cls.LIKELIHOODS for k, v in HEADS[head].options.items()}
-        return {"name": cls.NAME, **keys, "likelihood": CORE_DEFAULTS["likelihood"], **options,
-                "compile": CORE_DEFAULTS["compile"], "conditional": CORE_DEFAULTS["conditional"]}
+        return {"defaults": ["_self_", {"likelihood": "auto"}], "name": cls.NAME, **keys, **CORE_DEFAULTS}
 
 
 def _discover() -> dict[str, type[Family]]:
@@ -96,8 +96,8 @@ def family(name: str) -> type[Family]:
 
 
 def model_keys(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The network's keys in a model config (not the core keys nor the head's options)."""
-    return {k: v for k, v in dict(model_cfg).items() if k != "name" and k not in CORE_DEFAULTS and k not in OPTION_KEYS}
+    """The network's keys in a model config (not its name, the core keys nor the head)."""
+    return {k: v for k, v in dict(model_cfg).items() if k not in ("name", "likelihood") and k not in CORE_DEFAULTS}
 
 
 def declared(model_cfg: Mapping[str, Any]) -> Family:
@@ -136,10 +136,18 @@ def distribution_from_config(model_cfg: Mapping[str, Any], bits: int):
     return distribution_for(bits, name, **options)
 
 
+def current_config(model_cfg: Mapping[str, Any], bits: int) -> dict[str, Any]:
+    """A model config as composing it gives it today, from a checkpoint of any autoreg release
+    (autoreg.likelihoods.as_node: the head as its own node)."""
+    return as_node(model_cfg, family(model_cfg["name"]).LIKELIHOODS, bits)
+
+
 def register_configs() -> None:
-    """Each family's `config()` as Hydra's `model=<NAME>`."""
+    """Each family's `config()` as Hydra's `model=<NAME>`, each head as `model/likelihood=<head>`."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     for name in names():
         store.store(group="model", name=name, node=family(name).config())
+    for name, node in configs().items():
+        store.store(group="model/likelihood", name=name, node=node)

@@ -42,6 +42,6 @@ def require_whole_pixel_head(family: str, image_shape: tuple[int, int, int], lik
     c = image_shape[0]
     if c > 1 and not HEADS[likelihood].joint:
         raise ConfigError(
-            f"model.likelihood={likelihood} cannot model {c}-channel images with model={family}: its network "
-            "sees earlier pixels only, not a pixel's earlier channels; use model.likelihood=logistic_mixture"
+            f"model/likelihood={likelihood} cannot model {c}-channel images with model={family}: its network "
+            "sees earlier pixels only, not a pixel's earlier channels; use model/likelihood=logistic_mixture"
         )
