@@ -2,8 +2,6 @@
 last.ckpt keeps both weight sets and a resumed run continues exactly."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import pytorch_lightning as pl
 import torch

@@ -5,12 +5,10 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize
-from omegaconf import OmegaConf
 from PIL import Image
 
 from autoreg.build import build
@@ -20,7 +18,7 @@ from autoreg.errors import ConfigError
 from autoreg.families import build_model, family, names
 from autoreg.sampling import has_fast_path, sample
 
-from conftest import ROOT, TINY, compose_train, read_events
+from conftest import TINY, compose_train, read_events
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

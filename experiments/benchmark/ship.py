@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from autoreg import pretrained
 from autoreg.build import build_datamodule
 from autoreg.checkpoint import export_pretrained
 from autoreg.module import AutoregressiveModule
