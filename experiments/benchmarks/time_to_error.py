@@ -29,6 +29,9 @@ ROWS = {
     "train.py model=pixelcnn_pp data=cifar10 model/likelihood=categorical (a head on RGB)":
         ["train.py", "model=pixelcnn_pp", "data=cifar10", "model/likelihood=categorical"],
     "train.py model.kernal=5 (a key the config does not have)": ["train.py", "model.kernal=5"],
+    "train.py model.likelihood=bernoulli (the head given as a key, not the group)": ["train.py", "model.likelihood=bernoulli"],
+    "train.py model=pixelcnn_pp model.nr_logistic_mix=5 (a head's option as a model key)":
+        ["train.py", "model=pixelcnn_pp", "model.nr_logistic_mix=5"],
     "baseline: python -c 'import torch'": ["-c", "import torch"],
     "baseline: python -c 'import pytorch_lightning'": ["-c", "import pytorch_lightning"],
 }
