@@ -148,6 +148,7 @@ def test_resume_with_another_config_names_the_difference(uninterrupted, tmp_path
     assert "model.depth=2 (was 1)" in message and "seed=3 (was 0)" in message and "\n" not in message
 
 
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # the run was copied to another dir
 def test_a_run_of_an_older_release_resumes_and_loads(uninterrupted, tmp_path):
     """A checkpoint written when `model.likelihood` was the head's name (autoreg.likelihoods.as_node)
     resumes under today's config, and loads with the same head and weights."""
