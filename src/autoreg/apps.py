@@ -67,10 +67,10 @@ def check_overrides(config_name: str, argv: list[str]) -> None:
         if unknown and "not in struct" in text:
             key = unknown.group(1)
             message = f"{key} is not a key of conf/{config_name}.yaml (or its groups): check the spelling (+{key}=... adds a new key)"
-            heads = [name for name, head in HEADS.items() if key.removeprefix("model.") in head.options]
+            option = key.removeprefix("model.")
+            heads = [name for name, head in HEADS.items() if option in head.options]
             if key.startswith("model.") and heads:  # a head's option given as a model key
                 value = next(arg.partition("=")[2] for arg in argv if arg.lstrip("+").startswith(f"{key}="))
-                option = key.removeprefix("model.")
                 message = (f"{key} is an option of the {heads[0]} likelihood: write "
                            f"model/likelihood={heads[0]} model.likelihood.{option}={value}")
         else:
