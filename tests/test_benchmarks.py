@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from autoreg.nn import causal_mask
+from autoreg.nn.masked import causal_mask
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "experiments" / "benchmarks"))

@@ -199,7 +199,7 @@ class TinyKeys(Family):
 TINY_NETWORK = '''
 from torch import nn
 
-from autoreg.nn import MaskedConv2d
+from autoreg.nn.masked import MaskedConv2d
 
 
 class TinyNet(nn.Module):

@@ -1,8 +1,10 @@
 """The package's import graph: no module of src/autoreg imports one that imports it back, at
-module level or inside a function (a cycle means two rooms that are really one)."""
+module level or inside a function (a cycle means two rooms that are really one); and a training
+run reads in only its own family's network and layers."""
 from __future__ import annotations
 
 import ast
+import sys
 
 from conftest import ROOT
 
@@ -70,3 +72,17 @@ def test_no_import_cycles_among_autoreg_modules():
     graph = {name: imports(path, set(paths)) - {name} for name, path in paths.items()}
     assert len(graph) > 40 and graph["autoreg.cli"]  # the scan sees the package
     assert cycles(graph) == []
+
+
+def test_a_pixelcnn_run_reads_in_no_other_familys_network_or_layers():
+    """What experiments/benchmarks/training_path.py measures: the default (PixelCNN) training run
+    imports PixelCNN's network and layers, and no other family's."""
+    sys.path.insert(0, str(ROOT / "experiments" / "benchmarks"))
+    from training_path import imported_modules
+
+    modules = imported_modules(ROOT)
+    assert {"autoreg.cli", "autoreg.models.pixelcnn", "autoreg.nn.masked"} <= set(modules)
+    others = {"autoreg.models.pixelrnn", "autoreg.models.pixelcnn_pp", "autoreg.models.gated_pixelcnn",
+              "autoreg.models.pixelsnail", "autoreg.nn.recurrent", "autoreg.nn.skew", "autoreg.nn.shifted",
+              "autoreg.nn.chunks", "autoreg.sample_cli", "autoreg.compression"}
+    assert others.isdisjoint(modules)

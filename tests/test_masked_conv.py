@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from autoreg.nn import MaskedConv2d
+from autoreg.nn.masked import MaskedConv2d
 
 KERNELS = [1, 3, 5, 7, (1, 3), (3, 1)]
 SHAPES = [(7, 9), (6, 8), (5, 4)]  # (H, W): odd, even, mixed; 5 rows < the 7x7 dilated-2 reach

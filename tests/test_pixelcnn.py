@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from autoreg.distributions import Bernoulli, Categorical, bits_per_dim
 from autoreg.families import build_model
-from autoreg.nn import causal_mask
+from autoreg.nn.masked import causal_mask
 
 
 def input_gradient(model, shape, pixel, channel=0):

@@ -13,7 +13,8 @@ from autoreg.errors import ConfigError
 from autoreg.families import build_model
 from autoreg.families.pixelrnn import PixelRNNKeys
 from autoreg.models.pixelrnn import FIRST_KERNEL, PixelRNN
-from autoreg.nn import CELLS, DiagonalBiLSTM, RowLSTM, diagonal_order, skew, unskew
+from autoreg.nn.recurrent import CELLS, DiagonalBiLSTM, RowLSTM, diagonal_order
+from autoreg.nn.skew import skew, unskew
 
 from conftest import torch_threads
 

@@ -5,8 +5,9 @@ import pytest
 from hydra import compose, initialize
 from PIL import Image
 
-from autoreg.cli import sample, train
+from autoreg.cli import train
 from autoreg.errors import CheckpointError
+from autoreg.sample_cli import sample
 
 
 def sample_cfg(*overrides: str):

@@ -85,7 +85,7 @@ def _train(cfg: DictConfig) -> float:
 
 
 def _sample(cfg: DictConfig) -> None:
-    from autoreg.cli import sample_main
+    from autoreg.sample_cli import sample_main
 
     sample_main(cfg)
 

@@ -1,6 +1,6 @@
-"""What the entry points run: `train(cfg)` (train.py) with its config validation and error
-handling, resuming (autoreg.checkpoint) and stopping on signals, and `sample` (sample.py,
-autoreg.sample_cli). The root scripts only hand their Hydra config to these functions."""
+"""What train.py runs: `train(cfg)` with its config validation and error handling, resuming
+(autoreg.checkpoint) and stopping on signals; and `run`, the one-line error handling every entry
+point's task goes through. The root scripts only hand their Hydra config to these functions."""
 from __future__ import annotations
 
 import json
@@ -33,7 +33,6 @@ from autoreg.errors import ConfigError, UserError, exit_with_one_line, first_lin
 from autoreg.hparams import count_parameters, flat_hparams, log_config_text, log_hparams, swept_keys
 from autoreg.log_filters import install_log_filters
 from autoreg.run_dirs import ensure_writable, trial_name
-from autoreg.sample_cli import sample
 from autoreg.summary import run_summary
 
 log = logging.getLogger("autoreg")
@@ -163,12 +162,6 @@ def run(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             log.error("job failed: %s", err)
             raise
         exit_with_one_line(err)
-
-
-def sample_main(cfg: DictConfig) -> None:
-    """sample.py's task."""
-    install_log_filters()
-    run(sample, cfg)
 
 
 def train_main(cfg: DictConfig) -> float:

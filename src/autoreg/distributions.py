@@ -7,7 +7,7 @@ needs `num_params(C)` channels of params and `noise_channels(C)` uniforms per pi
 Two kinds of head:
 
 - per channel (`joint = False`: Bernoulli, Categorical): `params` has `params_per_channel * C`
-  channels in C contiguous groups (the order of `autoreg.nn.channel_groups`), so group c may
+  channels in C contiguous groups (the order of `autoreg.nn.masked.channel_groups`), so group c may
   depend on colour channels < c of the same pixel; the samplers ask the model once per channel
   and draw each sub-pixel by inverse CDF from one uniform;
 - per pixel (`joint = True`: DiscretizedLogisticMixture): the params of pixel i depend on earlier

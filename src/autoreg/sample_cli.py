@@ -92,3 +92,12 @@ def completion_grid(module: AutoregressiveModule, num: int, completions: int, kw
     test = datamodule.splits["test"]
     x, labels = datamodule.on_after_batch_transfer(test[torch.arange(min(num, len(test)))], 0)
     return completion_rows(module.net, x, labels, completions, **kwargs)
+
+
+def sample_main(cfg: DictConfig) -> None:
+    """sample.py's task, with one-line errors."""
+    from autoreg.cli import run
+    from autoreg.log_filters import install_log_filters
+
+    install_log_filters()
+    run(sample, cfg)

@@ -10,7 +10,7 @@ from autoreg.errors import ConfigError
 from autoreg.families import Family
 
 ARCHS = ("row_lstm", "diagonal_bilstm")
-CELLS = ("lstm", "gru")  # autoreg.nn.CELLS
+CELLS = ("lstm", "gru")  # autoreg.nn.recurrent.CELLS
 DIAGONAL_KERNEL = 3  # the only `kernel` the Diagonal BiLSTM accepts (the default)
 
 

@@ -31,10 +31,10 @@ Receptive field of `depth` = L layers, h = k // 2: the rows i-Lh-1 .. i-1 at col
 
 Class-conditional (`num_classes`): the paper's V^T y, a learned bias per class added to the
 pre-activations of both stacks in every layer (separate ones for the two stacks;
-`autoreg.nn.ClassBias`); the link reads the vertical pre-activation with its bias.
+`autoreg.nn.conditioning.ClassBias`); the link reads the vertical pre-activation with its bias.
 
 Colour channels (C): every horizontal feature map is split into C contiguous groups (as
-`autoreg.nn.channel_groups`), group c computed from colours <= c of the pixel, so the head's
+`autoreg.nn.masked.channel_groups`), group c computed from colours <= c of the pixel, so the head's
 parameters for colour c read only colours < c. The gate must not mix groups: a 2F pre-activation
 is viewed as (C groups, 2, F/C), a and b of group c both from group c, so `channels` must be a
 multiple of C. The vertical stack needs no groups (it sees only rows above) but uses the same gate.
@@ -57,7 +57,8 @@ from torch import Tensor, nn
 
 from autoreg.families.gated_pixelcnn import GatedPixelCNNKeys
 from autoreg.models.pixelcnn import output_head
-from autoreg.nn import ClassBias, MaskedConv2d
+from autoreg.nn.conditioning import ClassBias
+from autoreg.nn.masked import MaskedConv2d
 from autoreg.sampling import Geometry, canvas_cache, column
 
 

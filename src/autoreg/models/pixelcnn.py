@@ -12,7 +12,7 @@ Residual block (paper fig. 5), `channels` = 2h:
 Plain block (`residual=false`): ReLU -> k x k (B), channels -> channels.
 
 Class-conditional (`num_classes`): a learned bias per class and channel is added to the input of
-every block and of the head (`autoreg.nn.ClassBias`, conditional PixelCNN's V^T h).
+every block and of the head (`autoreg.nn.conditioning.ClassBias`, conditional PixelCNN's V^T h).
 
 NOTE: the blocks' receptive field has the well-known blind spot to the right of the current
 row's upper part; Gated PixelCNN removes it with two stacks.
@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from autoreg.families.pixelcnn import PixelCNNKeys
-from autoreg.nn import ClassBias, MaskedConv2d, run_stages, with_label_biases
+from autoreg.nn.conditioning import ClassBias, run_stages, with_label_biases
+from autoreg.nn.masked import MaskedConv2d
 from autoreg.sampling import CachedColumns, Residual, register_layer
 
 

@@ -33,7 +33,7 @@ ul blocks 2x2 down-right-shifted ones. Heights and widths need not be multiples 
 7 (MNIST) works as 32 -> 16 -> 8 (CIFAR-10) does; the upsampling crops to the shortcut's size.
 
 Class-conditional (`num_classes`): a learned bias per class added to the second convolution of
-every block (the reference's `h` projection, conditional PixelCNN's V^T h; autoreg.nn.ClassBias).
+every block (the reference's `h` projection, conditional PixelCNN's V^T h; autoreg.nn.conditioning.ClassBias).
 
 Likelihoods: `logistic_mixture` for 8-bit data (the paper's, any number of channels). For
 single-channel images the per-sub-pixel heads also apply, since a pixel is then one sub-pixel
@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autoreg.families.pixelcnn_pp import PixelCNNppKeys
-from autoreg.nn import ClassBias
+from autoreg.nn.conditioning import ClassBias
 from autoreg.nn.shifted import (
     DownRightShiftedConv2d,
     DownRightShiftedConvTranspose2d,

@@ -20,7 +20,7 @@ there reaches column W-1 of row r-1, and the window at (r-1, W-1) itself stops b
 channel. Any causal stack on this first layer has the gap; the paper uses it, and so do we.
 
 Class-conditional (`num_classes`): a learned bias per class and channel is added to the input of
-every recurrent layer and of the head (`autoreg.nn.ClassBias`): the input-to-state convolutions
+every recurrent layer and of the head (`autoreg.nn.conditioning.ClassBias`): the input-to-state convolutions
 turn it into a per-class bias of every gate, as conditional PixelCNN's V^T h does.
 
 Fast sampling: the recurrent layers' columns are beside them (autoreg.nn.recurrent).
@@ -32,7 +32,9 @@ from torch import Tensor, nn
 
 from autoreg.families.pixelrnn import PixelRNNKeys
 from autoreg.models.pixelcnn import output_head
-from autoreg.nn import ClassBias, DiagonalBiLSTM, MaskedConv2d, RowLSTM, run_stages, with_label_biases
+from autoreg.nn.conditioning import ClassBias, run_stages, with_label_biases
+from autoreg.nn.masked import MaskedConv2d
+from autoreg.nn.recurrent import DiagonalBiLSTM, RowLSTM
 from autoreg.sampling import CachedColumns, Geometry, column, register_layer
 
 FIRST_KERNEL = 7

@@ -34,7 +34,7 @@ each pixel's keys and values once, when it is drawn, and keep them; a new pixel 
 against that cache per block.
 
 Class-conditional (`num_classes`): a learned bias per class added to the second convolution of every
-F-feature gated resnet block (the streams' and the one after each attention; autoreg.nn.ClassBias).
+F-feature gated resnet block (the streams' and the one after each attention; autoreg.nn.conditioning.ClassBias).
 
 Likelihoods: as PixelCNN++ (whole pixels: the logistic mixture; for one-channel images also the
 per-sub-pixel heads).
@@ -60,7 +60,7 @@ from torch import Tensor, nn
 
 from autoreg.families.pixelsnail import PixelSNAILKeys
 from autoreg.models.pixelcnn_pp import CachedBlock, GatedResnet, u_first_region, ul_first_region
-from autoreg.nn import ClassBias
+from autoreg.nn.conditioning import ClassBias
 from autoreg.nn.shifted import (
     DownRightShiftedConv2d,
     DownShiftedConv2d,

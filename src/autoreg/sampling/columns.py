@@ -70,7 +70,7 @@ def canvas_cache(image_shape, batch: int, device, dtype) -> tuple[Tensor, Tensor
 class CachedColumns:
     """A Stepper for a feed-forward stack of layers (the model's input goes to `layers[0]`).
     `layers` holds modules, or (B, C) tensors: a label's bias added there (`Shift`;
-    autoreg.nn.with_label_biases lays them out). The canvas lives in the first layer's input
+    autoreg.nn.conditioning.with_label_biases lays them out). The canvas lives in the first layer's input
     cache (`canvas_cache`)."""
 
     def __init__(self, layers: Sequence[nn.Module | Tensor], image_shape, batch: int, device, dtype):
@@ -111,7 +111,7 @@ def _sequential(layers: nn.Sequential, geometry: Geometry, cache: Tensor | None)
 
 
 class Shift:
-    """Adds a (B, C) constant at every position: a class-conditional bias (autoreg.nn.ClassBias),
+    """Adds a (B, C) constant at every position: a class-conditional bias (autoreg.nn.conditioning.ClassBias),
     known before sampling starts."""
 
     def __init__(self, bias: Tensor):
