@@ -111,9 +111,7 @@ def _tool(name: str) -> Callable[[DictConfig], Any]:
         import importlib
 
         from autoreg.cli import run
-        from autoreg.log_filters import install_log_filters
 
-        install_log_filters()
         logging.getLogger("autoreg").setLevel(logging.INFO)
         return run(getattr(importlib.import_module(f"autoreg.analysis.{module}"), function), cfg)
 

@@ -152,9 +152,10 @@ def write_metrics(path: Path, metrics: dict[str, float]) -> None:
 
 
 def run(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run `task`; a UserError becomes one line on stderr and exit status 1 (the full traceback
-    with HYDRA_FULL_ERROR=1). In a multirun the error is logged and re-raised instead, so Hydra
-    marks this job failed and goes on with the others."""
+    """Run `task` without Lightning's console noise (autoreg.log_filters); a UserError becomes one
+    line on stderr and exit status 1 (the full traceback with HYDRA_FULL_ERROR=1). In a multirun the
+    error is logged and re-raised instead, so Hydra marks this job failed and goes on with the others."""
+    install_log_filters()
     try:
         return task(cfg)
     except UserError as err:

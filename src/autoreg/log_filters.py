@@ -22,7 +22,7 @@ class _DropNoise(logging.Filter):
 
 
 def install_log_filters() -> None:
-    """Called by the entry tasks (autoreg.cli); idempotent."""
+    """Called by `autoreg.cli.run`, which every entry task goes through, and by `train`; idempotent."""
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if not any(isinstance(f, _DropNoise) for f in logger.filters):
         logger.addFilter(_DropNoise())

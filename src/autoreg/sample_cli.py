@@ -97,7 +97,5 @@ def completion_grid(module: AutoregressiveModule, num: int, completions: int, kw
 def sample_main(cfg: DictConfig) -> None:
     """sample.py's task, with one-line errors."""
     from autoreg.cli import run
-    from autoreg.log_filters import install_log_filters
 
-    install_log_filters()
     run(sample, cfg)

@@ -226,7 +226,5 @@ def score_main(cfg: DictConfig) -> None:
     except UserError as err:
         exit_with_one_line(err)
     from autoreg.cli import run
-    from autoreg.log_filters import install_log_filters
 
-    install_log_filters()
     run(score, cfg)

@@ -95,9 +95,7 @@ def _decompress_to_dir(cfg: DictConfig, module: AutoregressiveModule, out: Path)
 def compress_main(cfg: DictConfig) -> None:
     """compress.py's task, with one-line errors."""
     from autoreg.cli import run
-    from autoreg.log_filters import install_log_filters
 
-    install_log_filters()
     run(compress_task, cfg)
 
 
